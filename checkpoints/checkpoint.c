@@ -1,0 +1,209 @@
+/* checkpoint.c: saving and loading model files with HDF5.
+ * The library's own error stack printing is turned off; each failure is
+ * reported once, as one line naming the file and the object at fault. */
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "checkpoint.h"
+
+static const char *cfg_attr_names[5] = {"n_layer", "n_head", "n_embd", "max_seq", "vocab"};
+
+static void cfg_to_array(const gpt_config *c, long v[5]) {
+    v[0] = c->n_layer; v[1] = c->n_head; v[2] = c->n_embd; v[3] = c->max_seq; v[4] = c->vocab;
+}
+
+static herr_t put_long(hid_t loc, const char *name, long value) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_LONG, &value);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return r;
+}
+
+static herr_t put_string(hid_t loc, const char *name, const char *value) {
+    hid_t ty = H5Tcopy(H5T_C_S1);
+    H5Tset_size(ty, strlen(value) + 1);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a < 0 ? -1 : H5Awrite(a, ty, value);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    return r;
+}
+
+static herr_t get_long(hid_t loc, const char *name, long *value) {
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    herr_t r = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_LONG, value);
+    if (a >= 0) H5Aclose(a);
+    return r;
+}
+
+/* Rows of a tensor as stored: wte keeps only the real vocabulary. */
+static hsize_t stored_rows(const gpt_model *m, int i) {
+    return i == GPT_T_WTE ? (hsize_t)m->cfg.vocab : (hsize_t)m->table.t[i].shape[0];
+}
+
+static herr_t write_tensors(hid_t file, const gpt_model *m) {
+    hid_t g = H5Gcreate2(file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    herr_t r = 0;
+    for (int i = 0; i < m->table.count && r >= 0; i++) {
+        const gpt_tensor *t = &m->table.t[i];
+        hsize_t dims[2] = {stored_rows(m, i), (hsize_t)t->shape[1]};
+        hid_t sp = H5Screate_simple(t->ndim, dims, NULL);
+        hid_t d = H5Dcreate2(g, t->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT,
+                             H5P_DEFAULT, H5P_DEFAULT);
+        r = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                                  H5P_DEFAULT, m->params + t->offset);
+        if (d >= 0) H5Dclose(d);
+        H5Sclose(sp);
+    }
+    H5Gclose(g);
+    return r;
+}
+
+static herr_t write_attrs(hid_t file, const gpt_model *m, long step) {
+    long v[5];
+    cfg_to_array(&m->cfg, v);
+    herr_t r = put_long(file, "format_version", CKPT_FORMAT_VERSION);
+    for (int k = 0; k < 5 && r >= 0; k++) r = put_long(file, cfg_attr_names[k], v[k]);
+    if (r >= 0) r = put_long(file, "step", step);
+    if (r >= 0) r = put_string(file, "gptrain_version", GPTRAIN_VERSION);
+    return r;
+}
+
+/* fsync the finished file, then the directory entry after the rename, so a
+ * crash leaves either the old file or the complete new one. */
+static int sync_path(const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+ckpt_status ckpt_save_model(const char *path, const gpt_model *m, long step,
+                            ckpt_error_t err) {
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: cannot create the checkpoint file", tmp);
+        return CKPT_ERR_IO;
+    }
+    herr_t r = write_attrs(f, m, step);
+    if (r >= 0) r = write_tensors(f, m);
+    if (H5Fclose(f) < 0) r = -1;
+    if (r < 0 || sync_path(tmp, O_RDONLY) != 0) {
+        unlink(tmp);
+        snprintf(err, CKPT_ERRLEN, "%s: writing the checkpoint failed", tmp);
+        return CKPT_ERR_IO;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: cannot rename to %s", tmp, path);
+        return CKPT_ERR_IO;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    sync_path(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    return CKPT_OK;
+}
+
+static ckpt_status open_model_file(const char *path, hid_t *f, ckpt_error_t err) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (access(path, R_OK) != 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: cannot read the checkpoint", path);
+        return CKPT_ERR_IO;
+    }
+    *f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*f < 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: not an HDF5 file", path);
+        return CKPT_ERR_FORMAT;
+    }
+    long version = 0;
+    if (get_long(*f, "format_version", &version) < 0 || version != CKPT_FORMAT_VERSION) {
+        H5Fclose(*f);
+        snprintf(err, CKPT_ERRLEN, "%s: not a gptrain model file (format_version %ld, "
+                 "expected %d)", path, version, CKPT_FORMAT_VERSION);
+        return CKPT_ERR_FORMAT;
+    }
+    return CKPT_OK;
+}
+
+ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err) {
+    hid_t f;
+    ckpt_status st = open_model_file(path, &f, err);
+    if (st) return st;
+    long v[5];
+    for (int k = 0; k < 5; k++) {
+        if (get_long(f, cfg_attr_names[k], &v[k]) < 0) {
+            H5Fclose(f);
+            snprintf(err, CKPT_ERRLEN, "%s: missing attribute %s", path, cfg_attr_names[k]);
+            return CKPT_ERR_FORMAT;
+        }
+    }
+    H5Fclose(f);
+    *cfg = (gpt_config){(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], 0};
+    gpt_error_t gerr;
+    if (gpt_config_finish(cfg, gerr) != GPT_OK) {
+        snprintf(err, CKPT_ERRLEN, "%s: bad model config: %s", path, gerr);
+        return CKPT_ERR_FORMAT;
+    }
+    return CKPT_OK;
+}
+
+static ckpt_status read_tensor(hid_t g, const gpt_model *m, int i, const char *path,
+                               ckpt_error_t err) {
+    const gpt_tensor *t = &m->table.t[i];
+    if (H5Lexists(g, t->name, H5P_DEFAULT) <= 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: missing tensor /model/%s", path, t->name);
+        return CKPT_ERR_FORMAT;
+    }
+    hid_t d = H5Dopen2(g, t->name, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 1};
+    int nd = H5Sget_simple_extent_ndims(sp);
+    if (nd == t->ndim) H5Sget_simple_extent_dims(sp, dims, NULL);
+    herr_t r = -1;
+    if (nd == t->ndim && dims[0] == stored_rows(m, i) && dims[1] == (hsize_t)t->shape[1])
+        r = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                    m->params + t->offset);
+    H5Sclose(sp);
+    H5Dclose(d);
+    if (r < 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: tensor /model/%s has the wrong shape or "
+                 "cannot be read", path, t->name);
+        return CKPT_ERR_FORMAT;
+    }
+    return CKPT_OK;
+}
+
+ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err) {
+    gpt_config cfg;
+    ckpt_status st = ckpt_read_config(path, &cfg, err);
+    if (st) return st;
+    if (memcmp(&cfg, &m->cfg, sizeof(cfg)) != 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: model config differs from the model being loaded", path);
+        return CKPT_ERR_FORMAT;
+    }
+    hid_t f;
+    if ((st = open_model_file(path, &f, err))) return st;
+    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
+    if (g < 0) {
+        H5Fclose(f);
+        snprintf(err, CKPT_ERRLEN, "%s: missing group /model", path);
+        return CKPT_ERR_FORMAT;
+    }
+    for (int i = 0; i < m->table.count && !st; i++) st = read_tensor(g, m, i, path, err);
+    H5Gclose(g);
+    H5Fclose(f);
+    return st;
+}

@@ -1,0 +1,169 @@
+/* gpt.h: the public API of the model module (GPT-2 on the CPU).
+ *
+ * The model owns four flat float buffers: parameters, gradients and the two
+ * AdamW moments. All four share one tensor table (name, shape, offset), so a
+ * tensor is found at the same offset in each. Sharding, bucketed reduction and
+ * checkpoints later work on ranges of these buffers through the table alone.
+ *
+ * Every function that can fail returns a gpt_status and, on failure, writes a
+ * one-line message into the caller's buffer (see gpt_error_t). Nothing here
+ * exits or aborts on user input. */
+#ifndef GPT_H
+#define GPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    GPT_OK = 0,
+    GPT_ERR_CONFIG = 1, /* the user asked for an impossible configuration */
+    GPT_ERR_NOMEM = 2,  /* an allocation failed */
+    GPT_ERR_INPUT = 3,  /* bad input data (e.g. a token id outside the vocab) */
+} gpt_status;
+
+/* Caller-owned buffer for a one-line error message. */
+#define GPT_ERRLEN 256
+typedef char gpt_error_t[GPT_ERRLEN];
+
+typedef struct {
+    int n_layer;
+    int n_head;
+    int n_embd;       /* channels C */
+    int max_seq;      /* maximum sequence length (rows of wpe) */
+    int vocab;        /* real vocabulary size V */
+    int padded_vocab; /* V rounded up to a multiple of 64; filled in by gpt_config_finish */
+} gpt_config;
+
+/* Looks up a preset by name: "d1".."d48" (depth N, 64*N channels, N heads,
+ * max_seq 1024, vocab 256) or "gpt2-124M", "gpt2-350M", "gpt2-774M",
+ * "gpt2-1558M" (vocab 50257). Returns GPT_ERR_CONFIG for an unknown name. */
+gpt_status gpt_config_preset(const char *name, gpt_config *cfg, gpt_error_t err);
+
+/* Validates cfg and fills in padded_vocab. Every field must be positive and
+ * n_head must divide n_embd. */
+gpt_status gpt_config_finish(gpt_config *cfg, gpt_error_t err);
+
+/* ---- tensor table ---------------------------------------------------- */
+
+#define GPT_NAME_MAX 48
+#define GPT_MAX_DIMS 2
+
+typedef struct {
+    char name[GPT_NAME_MAX]; /* e.g. "h.3.attn.c_attn.weight" */
+    int ndim;
+    int shape[GPT_MAX_DIMS]; /* logical shape; wte is (padded_vocab, C) */
+    size_t offset;           /* in floats from the start of a flat buffer */
+    size_t numel;
+    int decay;               /* 1 for 2-D weights that take weight decay */
+} gpt_tensor;
+
+/* Per-layer parameters, in table order inside each layer's block. */
+enum {
+    GPT_LN1_W, GPT_LN1_B, GPT_QKV_W, GPT_QKV_B, GPT_ATTPROJ_W, GPT_ATTPROJ_B,
+    GPT_LN2_W, GPT_LN2_B, GPT_FC_W, GPT_FC_B, GPT_FCPROJ_W, GPT_FCPROJ_B,
+    GPT_LAYER_TENSORS
+};
+
+/* Table layout: wte, wpe, then each layer's GPT_LAYER_TENSORS tensors in the
+ * order above (so one layer is one contiguous range), then ln_f.weight and
+ * ln_f.bias. Offsets are aligned to 16 floats; gaps are zero. */
+typedef struct {
+    gpt_tensor *t;
+    int count;
+    size_t total; /* floats in each flat buffer, including alignment gaps */
+} gpt_table;
+
+/* Index helpers into gpt_table.t. */
+#define GPT_T_WTE 0
+#define GPT_T_WPE 1
+#define GPT_T_LAYER(l, which) (2 + (l) * GPT_LAYER_TENSORS + (which))
+#define GPT_T_LNF_W(cfg) (2 + (cfg)->n_layer * GPT_LAYER_TENSORS)
+#define GPT_T_LNF_B(cfg) (GPT_T_LNF_W(cfg) + 1)
+
+/* Builds the table for a finished config (see gpt_config_finish). */
+gpt_status gpt_table_build(gpt_table *tab, const gpt_config *cfg, gpt_error_t err);
+void gpt_table_free(gpt_table *tab);
+
+/* Returns the tensor with this name, or NULL. */
+const gpt_tensor *gpt_table_find(const gpt_table *tab, const char *name);
+
+/* ---- random numbers ------------------------------------------------------ */
+
+/* A small seeded generator (splitmix64) shared by initialisation and
+ * sampling, so that both are reproducible from a seed alone. */
+typedef struct { uint64_t s; } gpt_rng;
+void gpt_rng_seed(gpt_rng *r, uint64_t seed);
+uint64_t gpt_rng_u64(gpt_rng *r);
+float gpt_rng_uniform(gpt_rng *r); /* in [0, 1) */
+float gpt_rng_normal(gpt_rng *r);  /* N(0, 1) */
+
+/* ---- the model --------------------------------------------------------- */
+
+typedef struct gpt_acts gpt_acts; /* activations; private to model/ */
+
+typedef struct {
+    gpt_config cfg;
+    gpt_table table;
+    float *params; /* table.total floats each */
+    float *grads;
+    float *m;
+    float *v;
+    int adam_step;  /* number of optimizer steps taken */
+    int B, T;       /* activation capacity (set by gpt_model_create) */
+    int cur_B, cur_T; /* shape of the last gpt_forward */
+    gpt_acts *acts;
+    float *logits;  /* (B, T, padded_vocab) after gpt_forward; padded columns are
+                     * zero. gpt_backward overwrites it with the logit gradient. */
+    float *losses;  /* (B, T) per-position cross-entropy after gpt_forward with targets */
+    float mean_loss;
+} gpt_model;
+
+/* Allocates all buffers for micro-batch B and sequence length T (T <= max_seq),
+ * all zero. Use gpt_init_weights or copy parameters in afterwards. */
+gpt_status gpt_model_create(gpt_model *m, const gpt_config *cfg, int B, int T,
+                            gpt_error_t err);
+void gpt_model_free(gpt_model *m);
+
+/* GPT-2 initialisation: N(0, 0.02) for weights and embeddings, residual output
+ * projections (attn.c_proj, mlp.c_proj) scaled by 1/sqrt(2*n_layer), biases 0,
+ * LayerNorm weights 1, padded vocabulary rows 0. Deterministic in seed. */
+void gpt_init_weights(gpt_model *m, uint64_t seed);
+
+/* Forward pass over tokens (B, T) with B <= m->B, T <= m->T. With targets
+ * non-NULL it also computes per-position losses and mean_loss. Token ids must
+ * be < vocab; GPT_ERR_INPUT otherwise. */
+gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
+                       int B, int T, gpt_error_t err);
+
+/* Sets the gradient buffer to zero (before the first micro-step). */
+void gpt_zero_grad(gpt_model *m);
+
+/* Backward pass of the last gpt_forward (which must have had targets).
+ * Gradients are ADDED into m->grads, scaled by grad_scale (1/accum_steps for
+ * gradient accumulation), so micro-steps accumulate. */
+void gpt_backward(gpt_model *m, float grad_scale);
+
+/* L2 norm of the whole gradient buffer. */
+float gpt_grad_norm(const gpt_model *m);
+
+typedef struct {
+    float lr;
+    float beta1, beta2, eps;
+    float weight_decay;
+    float grad_clip; /* <= 0 disables clipping */
+} gpt_adamw;
+
+/* Clips gradients to global norm grad_clip (norm computed over the whole
+ * buffer; pass the precomputed norm) and applies one AdamW step. */
+void gpt_update(gpt_model *m, const gpt_adamw *opt, float grad_norm);
+
+/* Parameter count, excluding alignment gaps and padded vocabulary rows. */
+size_t gpt_num_params(const gpt_config *cfg);
+
+/* Model FLOPs of one training step (forward + backward) over `tokens` tokens at
+ * sequence length T: 6 * N * tokens for the matmul weights (N includes the LM
+ * head, excludes wpe), plus 6 * n_layer * C * T * tokens for attention scores
+ * and values (causal: half of the full square, the PaLM convention). */
+double gpt_flops_per_step(const gpt_config *cfg, int T, long tokens);
+
+#endif

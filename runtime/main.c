@@ -1,0 +1,38 @@
+/* main.c: the gptrain executable: dispatches to a subcommand and turns its
+ * status into the process exit code. Nothing else in the project exits. */
+#include <stdio.h>
+#include <string.h>
+#include "runtime.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+        "usage: gptrain COMMAND [flags]\n\n"
+        "commands:\n"
+        "  prep     turn text files or directories into token shards\n"
+        "  train    train a GPT-2 model on token shards\n"
+        "  sample   generate text from a saved model\n\n"
+        "gptrain COMMAND --help lists a command's flags and their defaults.\n"
+        "gptrain --version prints the version.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("gptrain %s\n", GPTRAIN_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "train") == 0) return rt_cmd_train(argc - 2, argv + 2);
+    if (strcmp(cmd, "prep") == 0) return rt_cmd_prep(argc - 2, argv + 2);
+    if (strcmp(cmd, "sample") == 0) return rt_cmd_sample(argc - 2, argv + 2);
+    fprintf(stderr, "gptrain: error: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

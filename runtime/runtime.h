@@ -1,0 +1,110 @@
+/* runtime.h: the public API of the runtime module: the subcommands of the
+ * gptrain executable, the flag parser they share, the learning-rate
+ * schedules and the metrics log.
+ *
+ * Exit codes, decided only by main: 0 success, 1 a failure while running
+ * (I/O, memory), 2 bad input (flags, configs, data files, checkpoints). */
+#ifndef RUNTIME_H
+#define RUNTIME_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "gpt.h"
+
+typedef enum { RT_OK = 0, RT_ERR_RUN = 1, RT_ERR_USAGE = 2, RT_HELP = 3 } rt_status;
+
+#define RT_ERRLEN 1024
+typedef char rt_error_t[RT_ERRLEN];
+
+/* ---- flags -------------------------------------------------------------- */
+
+typedef enum { RT_INT, RT_LONG, RT_FLOAT, RT_STR, RT_BOOL } rt_flag_type;
+
+/* One command-line flag: `--name VALUE` (or bare `--name` for RT_BOOL).
+ * The value already in *ptr is the default that --help shows. */
+typedef struct {
+    const char *name;
+    rt_flag_type type;
+    void *ptr;
+    const char *help;
+} rt_flag;
+
+/* Parses argv against flags. Values are checked for type and range of the C
+ * type (an int flag rejects "12x" and "1e10"). Positional arguments are
+ * collected into positional (up to max_positional; more is an error).
+ * Returns RT_HELP for -h/--help, RT_ERR_USAGE with a one-line message for an
+ * unknown flag, a missing value or a malformed number. */
+rt_status rt_parse_flags(int argc, char **argv, const rt_flag *flags, int nflags,
+                         const char **positional, int max_positional, int *npositional,
+                         rt_error_t err);
+
+/* Prints "usage" and every flag with its current value as the default. */
+void rt_print_help(FILE *out, const char *usage, const rt_flag *flags, int nflags);
+
+/* ---- learning-rate schedules -------------------------------------------- */
+
+typedef enum { RT_SCHED_COSINE, RT_SCHED_CONSTANT, RT_SCHED_WSD } rt_sched_kind;
+
+typedef struct {
+    rt_sched_kind kind;
+    float lr;             /* peak */
+    int warmup;           /* linear warmup steps */
+    int steps;            /* total steps */
+    float final_frac;     /* final lr = lr * final_frac (cosine, wsd) */
+    float decay_frac;     /* wsd: share of steps in the final linear decay */
+} rt_schedule;
+
+/* Parses "cosine", "constant" or "wsd". */
+rt_status rt_schedule_kind(const char *name, rt_sched_kind *kind, rt_error_t err);
+
+/* Learning rate at step (0-based). Warmup: lr * (step+1) / warmup. Then
+ * cosine: final + (lr-final) * (1+cos(pi*p))/2 with p the post-warmup progress;
+ * constant: lr; wsd: lr until the last decay_frac of steps, then linear to final. */
+float rt_lr_at(const rt_schedule *s, int step);
+
+/* ---- metrics log ---------------------------------------------------------- */
+
+/* Appends one JSON object per line to run_dir/metrics.jsonl. */
+typedef struct {
+    FILE *f;
+} rt_metrics;
+
+rt_status rt_metrics_open(rt_metrics *mt, const char *run_dir, rt_error_t err);
+/* Writes a line built from printf-style key/value text, e.g.
+ * rt_metrics_write(mt, "\"step\":%d,\"loss\":%.6f", step, loss) -> {"step":..}. */
+void rt_metrics_write(rt_metrics *mt, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void rt_metrics_close(rt_metrics *mt);
+
+/* Creates a directory and its parents (mkdir -p). */
+rt_status rt_mkdirs(const char *path, rt_error_t err);
+
+/* ---- sampling ------------------------------------------------------------ */
+
+typedef struct {
+    int max_tokens;
+    float temperature; /* 0: greedy */
+    int top_k;         /* 0: the whole vocabulary */
+    uint64_t seed;
+} rt_sample_opts;
+
+/* Continues the prompt (nprompt >= 1 tokens) by max_tokens tokens with m,
+ * whose capacity must be B >= 1 and T >= 1; the context is the last m->T
+ * tokens. Each token is decoded (byte tokenizer: ids < 256 are bytes, others
+ * print as <id>) and written to out as soon as it is drawn. */
+rt_status rt_generate(gpt_model *m, const int *prompt, int nprompt,
+                      const rt_sample_opts *o, FILE *out, rt_error_t err);
+
+/* ---- subcommands ----------------------------------------------------------- */
+
+/* Each takes the arguments after the subcommand name and returns an exit
+ * status (0, 1 or 2); errors are printed by the command as one line followed
+ * by a usage line. */
+int rt_cmd_train(int argc, char **argv);
+int rt_cmd_prep(int argc, char **argv);
+int rt_cmd_sample(int argc, char **argv);
+
+/* Prints the error and usage lines for a failed command; returns the exit code. */
+int rt_fail(const char *cmd, rt_status st, const char *msg);
+
+#endif

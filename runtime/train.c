@@ -1,0 +1,314 @@
+/* train.c: `gptrain train`, the training loop of one rank.
+ * Each step accumulates gradients over total_batch / (B*T) micro-steps, clips
+ * to the global norm and takes one AdamW step at the scheduled learning rate.
+ * Validation, samples and the console/JSONL logs hang off the step counter;
+ * the final model is saved to RUN_DIR/model.h5. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "checkpoint.h"
+#include "comm.h"
+#include "data.h"
+#include "runtime.h"
+
+typedef struct {
+    const char *data, *run_dir, *model, *schedule;
+    int layers, heads, channels, max_seq, vocab;
+    int batch, seq, steps, warmup;
+    long total_batch, seed;
+    float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
+    int val_every, val_batches, sample_every, sample_tokens, log_every, quiet;
+} train_opts;
+
+typedef struct {
+    train_opts o;
+    gpt_config cfg;
+    rt_schedule sched;
+    int accum;
+    gpt_model model;
+    data_loader train, val;
+    int have_val;
+    rt_metrics metrics;
+    int *inputs, *targets;
+} trainer;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Preset first, then any explicit dimension flags on top of it. */
+static rt_status build_config(trainer *tr, rt_error_t err) {
+    const train_opts *o = &tr->o;
+    gpt_error_t gerr;
+    if (gpt_config_preset(o->model, &tr->cfg, gerr)) {
+        snprintf(err, RT_ERRLEN, "%s", gerr);
+        return RT_ERR_USAGE;
+    }
+    if (o->layers) tr->cfg.n_layer = o->layers;
+    if (o->heads) tr->cfg.n_head = o->heads;
+    if (o->channels) tr->cfg.n_embd = o->channels;
+    if (o->max_seq) tr->cfg.max_seq = o->max_seq;
+    if (o->vocab) tr->cfg.vocab = o->vocab;
+    if (gpt_config_finish(&tr->cfg, gerr)) {
+        snprintf(err, RT_ERRLEN, "%s", gerr);
+        return RT_ERR_USAGE;
+    }
+    return RT_OK;
+}
+
+static rt_status check_opts(trainer *tr, rt_error_t err) {
+    const train_opts *o = &tr->o;
+    long bt = (long)o->batch * o->seq;
+    if (o->batch < 1 || o->seq < 1)
+        snprintf(err, RT_ERRLEN, "--batch %d and --seq %d must be at least 1", o->batch, o->seq);
+    else if (o->seq > tr->cfg.max_seq)
+        snprintf(err, RT_ERRLEN, "--seq %d exceeds the model's max sequence length %d",
+                 o->seq, tr->cfg.max_seq);
+    else if (o->total_batch < 0 || (o->total_batch && o->total_batch % bt != 0))
+        snprintf(err, RT_ERRLEN, "--total-batch %ld is not a positive multiple of "
+                 "batch x seq = %ld tokens", o->total_batch, bt);
+    else if (o->steps < 1 || o->warmup < 0 || o->log_every < 1 || o->val_every < 0 ||
+             o->val_batches < 1 || o->sample_every < 0 || o->sample_tokens < 1)
+        snprintf(err, RT_ERRLEN, "--steps, --log-every, --val-batches and --sample-tokens "
+                 "must be >= 1; --warmup, --val-every and --sample-every >= 0");
+    else if (!(o->lr > 0) || o->final_frac < 0 || o->decay_frac < 0 || o->decay_frac > 1 ||
+             o->wd < 0 || o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1 ||
+             !(o->eps > 0))
+        snprintf(err, RT_ERRLEN, "optimizer settings out of range: need --lr > 0, "
+                 "--final-lr-frac >= 0, 0 <= --wsd-decay-frac <= 1, --weight-decay >= 0, "
+                 "0 <= --beta1, --beta2 < 1, --eps > 0");
+    else
+        return rt_schedule_kind(o->schedule, &tr->sched.kind, err);
+    return RT_ERR_USAGE;
+}
+
+static rt_status open_data(trainer *tr, rt_error_t err) {
+    const train_opts *o = &tr->o;
+    data_error_t derr;
+    if (data_loader_open(&tr->train, o->data, "train", o->batch, o->seq, tr->cfg.vocab, derr)) {
+        snprintf(err, RT_ERRLEN, "%s", derr);
+        return RT_ERR_USAGE;
+    }
+    data_status ds = data_loader_open(&tr->val, o->data, "val", o->batch, o->seq,
+                                      tr->cfg.vocab, derr);
+    tr->have_val = ds == DATA_OK;
+    if (ds == DATA_ERR_IO && o->val_every > 0 && !o->quiet)
+        fprintf(stderr, "gptrain train: note: %s; validation is off\n", derr);
+    else if (ds != DATA_OK && ds != DATA_ERR_IO) {
+        snprintf(err, RT_ERRLEN, "%s", derr);
+        return RT_ERR_USAGE;
+    }
+    return RT_OK;
+}
+
+static void write_config(trainer *tr) {
+    const train_opts *o = &tr->o;
+    const gpt_config *c = &tr->cfg;
+    rt_metrics_write(&tr->metrics,
+        "\"event\":\"config\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"max_seq\":%d,"
+        "\"vocab\":%d,\"padded_vocab\":%d,\"params\":%zu,\"batch\":%d,\"seq\":%d,"
+        "\"accum\":%d,\"steps\":%d,\"lr\":%g,\"schedule\":\"%s\",\"warmup\":%d,"
+        "\"seed\":%ld,\"data\":\"%s\"",
+        c->n_layer, c->n_head, c->n_embd, c->max_seq, c->vocab, c->padded_vocab,
+        gpt_num_params(c), o->batch, o->seq, tr->accum, o->steps, o->lr, o->schedule,
+        o->warmup, o->seed, o->data);
+}
+
+static rt_status setup(trainer *tr, rt_error_t err) {
+    rt_status st;
+    if ((st = build_config(tr, err)) || (st = check_opts(tr, err)) ||
+        (st = open_data(tr, err)))
+        return st;
+    const train_opts *o = &tr->o;
+    long bt = (long)o->batch * o->seq;
+    tr->accum = o->total_batch ? (int)(o->total_batch / bt) : 1;
+    tr->sched = (rt_schedule){tr->sched.kind, o->lr, o->warmup, o->steps,
+                              o->final_frac, o->decay_frac};
+    gpt_error_t gerr;
+    if (gpt_model_create(&tr->model, &tr->cfg, o->batch, o->seq, gerr)) {
+        snprintf(err, RT_ERRLEN, "%s", gerr);
+        return RT_ERR_RUN;
+    }
+    gpt_init_weights(&tr->model, (uint64_t)o->seed);
+    tr->inputs = malloc(sizeof(int) * bt);
+    tr->targets = malloc(sizeof(int) * bt);
+    if (!tr->inputs || !tr->targets) {
+        snprintf(err, RT_ERRLEN, "out of memory for the batch buffers");
+        return RT_ERR_RUN;
+    }
+    if ((st = rt_mkdirs(o->run_dir, err)) || (st = rt_metrics_open(&tr->metrics, o->run_dir, err)))
+        return st;
+    write_config(tr);
+    return RT_OK;
+}
+
+static rt_status next_batch(trainer *tr, data_loader *L, rt_error_t err) {
+    data_error_t derr;
+    if (data_loader_next(L, tr->inputs, tr->targets, derr)) {
+        snprintf(err, RT_ERRLEN, "%s", derr);
+        return RT_ERR_USAGE;
+    }
+    return RT_OK;
+}
+
+static rt_status forward(trainer *tr, rt_error_t err) {
+    gpt_error_t gerr;
+    if (gpt_forward(&tr->model, tr->inputs, tr->targets, tr->o.batch, tr->o.seq, gerr)) {
+        snprintf(err, RT_ERRLEN, "%s", gerr);
+        return RT_ERR_USAGE;
+    }
+    return RT_OK;
+}
+
+/* Mean loss over the same first val_batches batches every time. */
+static rt_status validate(trainer *tr, int step, rt_error_t err) {
+    data_loader_reset(&tr->val);
+    double sum = 0.0;
+    rt_status st = RT_OK;
+    for (int i = 0; i < tr->o.val_batches && !st; i++) {
+        if (!(st = next_batch(tr, &tr->val, err)) && !(st = forward(tr, err)))
+            sum += tr->model.mean_loss;
+    }
+    if (st) return st;
+    double loss = sum / tr->o.val_batches;
+    if (!tr->o.quiet) printf("step %d/%d | val loss %.4f\n", step, tr->o.steps, loss);
+    rt_metrics_write(&tr->metrics, "\"event\":\"val\",\"step\":%d,\"val_loss\":%.6f", step, loss);
+    return RT_OK;
+}
+
+static rt_status sample(trainer *tr, rt_error_t err) {
+    int prompt = '\n';
+    rt_sample_opts so = {tr->o.sample_tokens, 1.0f, 0, (uint64_t)tr->o.seed};
+    printf("--- sample ---\n");
+    rt_status st = rt_generate(&tr->model, &prompt, 1, &so, stdout, err);
+    printf("\n--------------\n");
+    return st;
+}
+
+static rt_status train_step(trainer *tr, int step, rt_error_t err) {
+    double t0 = now_s(), loss = 0.0;
+    gpt_zero_grad(&tr->model);
+    for (int k = 0; k < tr->accum; k++) {
+        rt_status st;
+        if ((st = next_batch(tr, &tr->train, err)) || (st = forward(tr, err))) return st;
+        gpt_backward(&tr->model, 1.0f / tr->accum);
+        loss += tr->model.mean_loss / tr->accum;
+    }
+    float norm = gpt_grad_norm(&tr->model);
+    gpt_adamw opt = {rt_lr_at(&tr->sched, step), tr->o.beta1, tr->o.beta2, tr->o.eps,
+                     tr->o.wd, tr->o.clip};
+    gpt_update(&tr->model, &opt, norm);
+    double ms = (now_s() - t0) * 1e3;
+    long tokens = (long)tr->accum * tr->o.batch * tr->o.seq;
+    if (!tr->o.quiet && ((step + 1) % tr->o.log_every == 0 || step + 1 == tr->o.steps))
+        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n",
+               step + 1, tr->o.steps, loss, opt.lr, norm, ms, tokens / (ms / 1e3));
+    rt_metrics_write(&tr->metrics, "\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,"
+                     "\"ms\":%.2f,\"tokens\":%ld", step + 1, loss, opt.lr, norm, ms,
+                     tokens * (step + 1));
+    return RT_OK;
+}
+
+static rt_status run(trainer *tr, rt_error_t err) {
+    const train_opts *o = &tr->o;
+    if (!o->quiet)
+        printf("model %d layers, %d heads, %d channels, vocab %d (padded %d), %zu params; "
+               "batch %dx%d x %d accum\n", tr->cfg.n_layer, tr->cfg.n_head, tr->cfg.n_embd,
+               tr->cfg.vocab, tr->cfg.padded_vocab, gpt_num_params(&tr->cfg), o->batch,
+               o->seq, tr->accum);
+    rt_status st = RT_OK;
+    for (int step = 0; step < o->steps && !st; step++) {
+        if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
+            st = validate(tr, step, err);
+        if (!st && o->sample_every > 0 && step > 0 && step % o->sample_every == 0)
+            st = sample(tr, err);
+        if (!st) st = train_step(tr, step, err);
+    }
+    if (!st && tr->have_val && o->val_every > 0) st = validate(tr, o->steps, err);
+    if (st) return st;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/model.h5", o->run_dir);
+    ckpt_error_t cerr;
+    if (ckpt_save_model(path, &tr->model, o->steps, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
+    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s\"", o->steps, path);
+    if (!o->quiet) printf("saved %s\n", path);
+    return RT_OK;
+}
+
+static void teardown(trainer *tr) {
+    gpt_model_free(&tr->model);
+    data_loader_close(&tr->train);
+    if (tr->have_val) data_loader_close(&tr->val);
+    rt_metrics_close(&tr->metrics);
+    free(tr->inputs);
+    free(tr->targets);
+}
+
+int rt_cmd_train(int argc, char **argv) {
+    trainer tr;
+    memset(&tr, 0, sizeof(tr));
+    train_opts *o = &tr.o;
+    *o = (train_opts){.data = "runs/data", .run_dir = "runs/default", .model = "d4",
+        .schedule = "cosine", .batch = 4, .seq = 64, .steps = 100, .warmup = 10,
+        .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
+        .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
+        .val_batches = 10, .sample_tokens = 128, .log_every = 1};
+    rt_flag flags[] = {
+        {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards"},
+        {"run-dir", RT_STR, &o->run_dir, "output directory (metrics.jsonl, model.h5)"},
+        {"model", RT_STR, &o->model, "preset: d1..d48, gpt2-124M/350M/774M/1558M"},
+        {"layers", RT_INT, &o->layers, "override the preset's layers (0: keep)"},
+        {"heads", RT_INT, &o->heads, "override the preset's heads (0: keep)"},
+        {"channels", RT_INT, &o->channels, "override the preset's channels (0: keep)"},
+        {"max-seq", RT_INT, &o->max_seq, "override the max sequence length (0: keep)"},
+        {"vocab", RT_INT, &o->vocab, "override the vocab size (0: keep)"},
+        {"batch", RT_INT, &o->batch, "micro-batch size B"},
+        {"seq", RT_INT, &o->seq, "sequence length T"},
+        {"total-batch", RT_LONG, &o->total_batch, "tokens per step, a multiple of B*T (0: B*T)"},
+        {"steps", RT_INT, &o->steps, "optimizer steps"},
+        {"lr", RT_FLOAT, &o->lr, "peak learning rate"},
+        {"lr-schedule", RT_STR, &o->schedule, "cosine, constant or wsd"},
+        {"warmup", RT_INT, &o->warmup, "linear warmup steps"},
+        {"final-lr-frac", RT_FLOAT, &o->final_frac, "final lr as a fraction of the peak"},
+        {"wsd-decay-frac", RT_FLOAT, &o->decay_frac, "wsd: share of steps in the decay"},
+        {"weight-decay", RT_FLOAT, &o->wd, "AdamW decoupled weight decay (2-D weights)"},
+        {"grad-clip", RT_FLOAT, &o->clip, "clip to this global gradient norm; 0 is off"},
+        {"beta1", RT_FLOAT, &o->beta1, "AdamW beta1"},
+        {"beta2", RT_FLOAT, &o->beta2, "AdamW beta2"},
+        {"eps", RT_FLOAT, &o->eps, "AdamW epsilon"},
+        {"seed", RT_LONG, &o->seed, "seed for the weight initialisation and samples"},
+        {"val-every", RT_INT, &o->val_every, "validate every N steps; 0 is off"},
+        {"val-batches", RT_INT, &o->val_batches, "batches per validation"},
+        {"sample-every", RT_INT, &o->sample_every, "print a sample every N steps; 0 is off"},
+        {"sample-tokens", RT_INT, &o->sample_tokens, "tokens per sample"},
+        {"log-every", RT_INT, &o->log_every, "print a step line every N steps"},
+        {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
+    };
+    int nf = sizeof(flags) / sizeof(flags[0]), npos;
+    const char *pos[1];
+    rt_error_t err;
+    rt_status st = rt_parse_flags(argc, argv, flags, nf, pos, 0, &npos, err);
+    if (st == RT_HELP) {
+        rt_print_help(stdout, "usage: gptrain train [flags]", flags, nf);
+        return 0;
+    }
+    if (st) return rt_fail("train", st, err);
+    comm_ctx comm;
+    comm_error_t cerr;
+    if (comm_init(&comm, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
+    if (comm.world > 1) {
+        snprintf(err, RT_ERRLEN, "%d ranks: multi-rank training is not available yet; "
+                 "run one process (or mpirun -np 1)", comm.world);
+        st = RT_ERR_USAGE;
+    } else if (!(st = setup(&tr, err))) {
+        st = run(&tr, err);
+    }
+    teardown(&tr);
+    comm_finalize(&comm);
+    return st ? rt_fail("train", st, err) : 0;
+}
