@@ -32,7 +32,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train") == 0) return rt_cmd_train(argc - 2, argv + 2);
     if (strcmp(cmd, "prep") == 0) return rt_cmd_prep(argc - 2, argv + 2);
     if (strcmp(cmd, "sample") == 0) return rt_cmd_sample(argc - 2, argv + 2);
-    fprintf(stderr, "gptrain: error: unknown command '%s'\n", cmd);
-    usage(stderr);
+    fprintf(stderr, "gptrain: error: unknown command '%s'\n"
+            "usage: gptrain COMMAND [flags]  (gptrain --help lists the commands)\n", cmd);
     return 2;
 }

@@ -1,0 +1,23 @@
+# lib.sh: helpers shared by the shell tests (sourced, not run).
+# A test calls `fail MSG` to stop with a message; `tmp` is removed on exit.
+set -u
+GPTRAIN=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+checks=0
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { checks=$((checks + 1)); }
+
+# A small English corpus for training tests: a few fortunes files (from the
+# Debian package the bootstrap installs), concatenated.
+make_corpus() {
+    local f=/usr/share/games/fortunes
+    [ -r $f/computers ] || fail "the fortunes corpus is missing; run launch/bootstrap.sh"
+    mkdir -p "$tmp/corpus"
+    cp $f/computers $f/science "$tmp/corpus/"
+    "$GPTRAIN" prep --quiet --out "$tmp/data" "$tmp/corpus" >/dev/null || fail "prep failed"
+}
+
+# Prints the "loss" values of the step lines of a metrics.jsonl.
+losses() { grep -o '"step":[0-9]*,"loss":[^,]*' "$1"; }
