@@ -18,7 +18,7 @@ typedef enum {
     DATA_OK = 0,
     DATA_ERR_IO = 1,     /* a file could not be opened, read or written */
     DATA_ERR_FORMAT = 2, /* a file is not a valid shard, or holds bad tokens */
-    DATA_ERR_ARG = 3,    /* a bad argument (e.g. no inputs, B*T too large) */
+    DATA_ERR_ARG = 3,    /* a bad argument (e.g. no inputs, a bad option value) */
     DATA_ERR_NOMEM = 4,
 } data_status;
 
@@ -44,18 +44,22 @@ typedef struct {
     size_t ntok;
 } data_shard;
 
-/* Maps path and validates it: header present, magic and version as above,
+/* Maps path and validates it (on failure *s is left zeroed): header present, magic and version as above,
  * token count >= 0 and file size exactly header + ntok * 2 bytes. */
 data_status data_shard_open(data_shard *s, const char *path, data_error_t err);
 void data_shard_close(data_shard *s);
 
 /* ---- prep ----------------------------------------------------------------- */
 
+#define DATA_PREP_BLOCK_TOKENS 4096
+#define DATA_PREP_SHARD_TOKENS 100000000
+
 typedef struct {
     const char *out_dir;   /* created if missing */
     double val_fraction;   /* share of blocks sent to val, in [0, 1) */
-    size_t block_tokens;   /* split granularity (default 4096) */
-    size_t shard_tokens;   /* max tokens per shard file (default 100,000,000) */
+    size_t block_tokens;   /* split granularity (CLI default DATA_PREP_BLOCK_TOKENS) */
+    size_t shard_tokens;   /* max tokens per shard file, <= INT32_MAX
+                            * (CLI default DATA_PREP_SHARD_TOKENS) */
     int quiet;             /* 1: no progress or skip messages */
 } data_prep_opts;
 
@@ -73,7 +77,9 @@ typedef struct {
  * skipped with a message on stderr. The token stream is cut into blocks of
  * block_tokens; block i goes to val when floor((i+1)*f) > floor(i*f) for
  * f = val_fraction, else to train. Writes out_dir/train_000000.bin, ...
- * and out_dir/val_000000.bin, ... Fails if no usable text was found. */
+ * and out_dir/val_000000.bin, ..., after removing any train_*.bin and
+ * val_*.bin already in out_dir (so a smaller rerun leaves no stale shards for
+ * the loader to mix in). Fails if no usable text was found. stats may be NULL. */
 data_status data_prep(const char *const *inputs, int n_inputs,
                       const data_prep_opts *opts, data_prep_stats *stats,
                       data_error_t err);
@@ -90,14 +96,16 @@ typedef struct {
 
 /* Opens every dir/<split>_*.bin (sorted by name) for batches of B x T.
  * Errors: no matching shard; a shard that fails data_shard_open; a shard with
- * fewer than B*T+1 tokens (the message names it and the sizes). */
+ * fewer than B*T+1 tokens (the message names it and the sizes). On failure
+ * nothing stays open and *L is zeroed. */
 data_status data_loader_open(data_loader *L, const char *dir, const char *split,
                              int B, int T, int vocab, data_error_t err);
 
 /* Fills inputs and targets (B*T ints each) with the next B*T+1 consecutive
  * tokens of the current shard (targets are inputs shifted by one), then
  * advances by B*T. At the end of a shard it moves to the next, wrapping to
- * the first. A token >= vocab is DATA_ERR_FORMAT naming the file and offset. */
+ * the first. A token >= vocab is DATA_ERR_FORMAT naming the file and offset;
+ * a failed call does not advance. */
 data_status data_loader_next(data_loader *L, int *inputs, int *targets,
                              data_error_t err);
 

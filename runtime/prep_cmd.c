@@ -9,7 +9,7 @@
 int rt_cmd_prep(int argc, char **argv) {
     const char *out = "runs/data";
     float val_fraction = 0.1f;
-    long block = 4096, shard = 100000000;
+    long block = DATA_PREP_BLOCK_TOKENS, shard = DATA_PREP_SHARD_TOKENS;
     int quiet = 0;
     rt_flag flags[] = {
         {"out", RT_STR, &out, "output directory for the shards"},

@@ -90,13 +90,16 @@ class Block(nn.Module):
         return x
 
 
-class TinyGPT2(nn.Module):
-    def __init__(self):
+class GPT2(nn.Module):
+    """GPT-2 of any size; bench/torch_step.py imports it as the speed peer."""
+
+    def __init__(self, n_layer, n_head, n_embd, max_seq, vocab):
         super().__init__()
-        self.wte = nn.Parameter(torch.empty(VOCAB, N_EMBD))
-        self.wpe = nn.Parameter(torch.empty(MAX_SEQ, N_EMBD))
-        self.blocks = nn.ModuleList([Block(N_EMBD, N_HEAD) for _ in range(N_LAYER)])
-        self.ln_f = nn.LayerNorm(N_EMBD, eps=1e-5)
+        self.n_layer, self.vocab = n_layer, vocab
+        self.wte = nn.Parameter(torch.empty(vocab, n_embd))
+        self.wpe = nn.Parameter(torch.empty(max_seq, n_embd))
+        self.blocks = nn.ModuleList([Block(n_embd, n_head) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd, eps=1e-5)
 
     def ordered_params(self):
         """Parameters in the fixture's serialisation order (wte once)."""
@@ -122,7 +125,7 @@ class TinyGPT2(nn.Module):
 
     @torch.no_grad()
     def init_weights(self):
-        resid_std = 0.02 / math.sqrt(2 * N_LAYER)
+        resid_std = 0.02 / math.sqrt(2 * self.n_layer)
         nn.init.normal_(self.wte, 0.0, 0.02)
         nn.init.normal_(self.wpe, 0.0, 0.02)
         for blk in self.blocks:
@@ -144,7 +147,7 @@ class TinyGPT2(nn.Module):
             x = blk(x)
         x = self.ln_f(x)
         logits = F.linear(x, self.wte)            # tied LM head, no bias
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, self.vocab), targets.reshape(-1))
         return logits, loss
 
 
@@ -228,7 +231,7 @@ def main():
 
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
-    model = TinyGPT2()
+    model = GPT2(N_LAYER, N_HEAD, N_EMBD, MAX_SEQ, VOCAB)
     model.init_weights()
     named = model.ordered_params()
     params = [p for _, p in named]
