@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-      hdf5-tools libcmocka-dev libopenblas-dev fortunes)
+      hdf5-tools libcmocka-dev libopenblas-openmp-dev fortunes)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy)
 
 missing=()
