@@ -5,6 +5,7 @@
  * are read in order and wrap around, which is what the minimal training loop
  * needs; the rank-sharded, shuffling loader replaces this one later. */
 #include "data.h"
+#include "data_internal.h"
 
 #include <glob.h>
 #include <limits.h>
@@ -13,18 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4)))
-static data_status fail(char *err, data_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, DATA_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 /* Finds dir/<split>_*.bin; glob sorts the names, which fixes the order. */
 static data_status find_shards(glob_t *g, const char *dir, const char *split,
                                char *err)
@@ -32,15 +21,15 @@ static data_status find_shards(glob_t *g, const char *dir, const char *split,
     char pattern[4096];
     if ((size_t)snprintf(pattern, sizeof pattern, "%s/%s_*.bin", dir, split) >=
         sizeof pattern)
-        return fail(err, DATA_ERR_ARG, "%.64s...: data path too long", dir);
+        return data_fail(err, DATA_ERR_ARG, "%.64s...: data path too long", dir);
     int rc = glob(pattern, 0, NULL, g);
     if (rc == 0)
         return DATA_OK;
     if (rc == GLOB_NOMATCH)
-        return fail(err, DATA_ERR_IO, "%s: no %s_*.bin shards found", dir, split);
+        return data_fail(err, DATA_ERR_IO, "%s: no %s_*.bin shards found", dir, split);
     if (rc == GLOB_NOSPACE)
-        return fail(err, DATA_ERR_NOMEM, "%s: out of memory listing shards", dir);
-    return fail(err, DATA_ERR_IO, "%s: cannot list the directory", dir);
+        return data_fail(err, DATA_ERR_NOMEM, "%s: out of memory listing shards", dir);
+    return data_fail(err, DATA_ERR_IO, "%s: cannot list the directory", dir);
 }
 
 /* Opens each shard and checks that it holds at least one batch. */
@@ -49,7 +38,7 @@ static data_status open_shards(data_loader *L, const glob_t *g, char *err)
     size_t need = (size_t)L->B * (size_t)L->T + 1;
     L->shards = calloc(g->gl_pathc, sizeof *L->shards);
     if (!L->shards)
-        return fail(err, DATA_ERR_NOMEM, "out of memory for %zu shards", g->gl_pathc);
+        return data_fail(err, DATA_ERR_NOMEM, "out of memory for %zu shards", g->gl_pathc);
     /* Counted before opening so that close releases any prefix opened. */
     L->nshards = (int)g->gl_pathc;
     for (int i = 0; i < L->nshards; i++) {
@@ -57,7 +46,7 @@ static data_status open_shards(data_loader *L, const glob_t *g, char *err)
         if (st != DATA_OK)
             return st;
         if (L->shards[i].ntok < need)
-            return fail(err, DATA_ERR_FORMAT,
+            return data_fail(err, DATA_ERR_FORMAT,
                         "%s: %zu tokens is fewer than one batch of B*T+1 = %zu",
                         g->gl_pathv[i], L->shards[i].ntok, need);
     }
@@ -69,7 +58,7 @@ data_status data_loader_open(data_loader *L, const char *dir, const char *split,
 {
     memset(L, 0, sizeof *L);
     if (B < 1 || T < 1 || vocab < 1)
-        return fail(err, DATA_ERR_ARG,
+        return data_fail(err, DATA_ERR_ARG,
                     "loader: B=%d, T=%d and vocab=%d must all be >= 1", B, T, vocab);
     L->B = B;
     L->T = T;
@@ -79,7 +68,7 @@ data_status data_loader_open(data_loader *L, const char *dir, const char *split,
     if (st != DATA_OK)
         return st;
     if (g.gl_pathc > INT_MAX)
-        st = fail(err, DATA_ERR_ARG, "%s: too many %s shards (%zu)", dir, split,
+        st = data_fail(err, DATA_ERR_ARG, "%s: too many %s shards (%zu)", dir, split,
                   g.gl_pathc);
     else
         st = open_shards(L, &g, err);
@@ -93,7 +82,7 @@ data_status data_loader_next(data_loader *L, int *inputs, int *targets,
                              data_error_t err)
 {
     if (L->nshards < 1)
-        return fail(err, DATA_ERR_ARG, "loader: not open");
+        return data_fail(err, DATA_ERR_ARG, "loader: not open");
     size_t bt = (size_t)L->B * (size_t)L->T;
     if (L->pos + bt + 1 > L->shards[L->cur].ntok) {
         L->cur = (L->cur + 1) % L->nshards;
@@ -103,7 +92,7 @@ data_status data_loader_next(data_loader *L, int *inputs, int *targets,
     const uint16_t *tok = s->tokens + L->pos;
     for (size_t i = 0; i <= bt; i++)
         if (tok[i] >= L->vocab)
-            return fail(err, DATA_ERR_FORMAT,
+            return data_fail(err, DATA_ERR_FORMAT,
                         "%s: token %d at position %zu is outside the vocabulary (%d)",
                         s->path, tok[i], L->pos + i, L->vocab);
     for (size_t i = 0; i < bt; i++) {

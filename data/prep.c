@@ -7,6 +7,7 @@
  * files are identified by (device, inode) so that links such as the
  * `foo.u8 -> foo` pairs of fortune databases are not counted twice. */
 #include "data.h"
+#include "data_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -46,34 +47,22 @@ typedef struct {
     int nshards;
 } shard_sink;
 
-__attribute__((format(printf, 3, 4)))
-static data_status fail(char *err, data_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, DATA_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 static data_status check_opts(const data_prep_opts *o, int n_inputs, char *err)
 {
     if (!o || n_inputs < 1)
-        return fail(err, DATA_ERR_ARG, "prep: no input files or directories given");
+        return data_fail(err, DATA_ERR_ARG, "prep: no input files or directories given");
     if (!o->out_dir || !*o->out_dir)
-        return fail(err, DATA_ERR_ARG, "prep: no output directory given");
+        return data_fail(err, DATA_ERR_ARG, "prep: no output directory given");
     if (o->block_tokens < 1)
-        return fail(err, DATA_ERR_ARG, "prep: block_tokens %zu must be >= 1",
+        return data_fail(err, DATA_ERR_ARG, "prep: block_tokens %zu must be >= 1",
                     o->block_tokens);
     /* The shard header stores the token count as an int32. */
     if (o->shard_tokens < 1 || o->shard_tokens > INT32_MAX)
-        return fail(err, DATA_ERR_ARG, "prep: shard_tokens %zu must be in [1, %d]",
+        return data_fail(err, DATA_ERR_ARG, "prep: shard_tokens %zu must be in [1, %d]",
                     o->shard_tokens, INT32_MAX);
     /* Written so that NaN fails too. */
     if (!(o->val_fraction >= 0.0 && o->val_fraction < 1.0))
-        return fail(err, DATA_ERR_ARG, "prep: val_fraction %g must be in [0, 1)",
+        return data_fail(err, DATA_ERR_ARG, "prep: val_fraction %g must be in [0, 1)",
                     o->val_fraction);
     return DATA_OK;
 }
@@ -92,12 +81,12 @@ static data_status mark_seen(prep_ctx *c, const struct stat *st, int *dup)
 {
     file_id *id = malloc(sizeof *id);
     if (!id)
-        return fail(c->err, DATA_ERR_NOMEM, "prep: out of memory listing files");
+        return data_fail(c->err, DATA_ERR_NOMEM, "prep: out of memory listing files");
     *id = (file_id){st->st_dev, st->st_ino};
     file_id **node = tsearch(id, &c->seen, cmp_ids);
     if (!node) {
         free(id);
-        return fail(c->err, DATA_ERR_NOMEM, "prep: out of memory listing files");
+        return data_fail(c->err, DATA_ERR_NOMEM, "prep: out of memory listing files");
     }
     *dup = *node != id;
     if (*dup)
@@ -115,7 +104,7 @@ static data_status grow_text(prep_ctx *c, size_t need)
         cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
     unsigned char *p = realloc(c->text, cap);
     if (!p)
-        return fail(c->err, DATA_ERR_NOMEM, "prep: out of memory holding %zu bytes",
+        return data_fail(c->err, DATA_ERR_NOMEM, "prep: out of memory holding %zu bytes",
                     need);
     c->text = p;
     c->cap = cap;
@@ -138,7 +127,7 @@ static data_status read_text(prep_ctx *c, const char *path, int *binary)
     *binary = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(c->err, DATA_ERR_IO, "%s: cannot open: %s", path,
+        return data_fail(c->err, DATA_ERR_IO, "%s: cannot open: %s", path,
                     strerror(errno));
     size_t start = c->len;
     data_status st = DATA_OK;
@@ -147,7 +136,7 @@ static data_status read_text(prep_ctx *c, const char *path, int *binary)
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0)
-            st = fail(c->err, DATA_ERR_IO, "%s: cannot read: %s", path,
+            st = data_fail(c->err, DATA_ERR_IO, "%s: cannot read: %s", path,
                       strerror(errno));
         if (got <= 0)
             break;
@@ -195,7 +184,7 @@ static data_status add_child(prep_ctx *c, const char *dir, const char *name)
     const char *sep = dlen > 0 && dir[dlen - 1] == '/' ? "" : "/";
     char *child;
     if (asprintf(&child, "%s%s%s", dir, sep, name) < 0)
-        return fail(c->err, DATA_ERR_NOMEM, "%s: out of memory", dir);
+        return data_fail(c->err, DATA_ERR_NOMEM, "%s: out of memory", dir);
     data_status st = add_path(c, child, 1);
     free(child);
     return st;
@@ -206,7 +195,7 @@ static data_status walk_dir(prep_ctx *c, const char *dir)
     struct dirent **ents;
     int n = scandir(dir, &ents, not_dots, by_name);
     if (n < 0)
-        return fail(c->err, errno == ENOMEM ? DATA_ERR_NOMEM : DATA_ERR_IO,
+        return data_fail(c->err, errno == ENOMEM ? DATA_ERR_NOMEM : DATA_ERR_IO,
                     "%s: cannot read directory: %s", dir, strerror(errno));
     data_status st = DATA_OK;
     for (int i = 0; i < n; i++) {
@@ -225,7 +214,7 @@ static data_status add_path(prep_ctx *c, const char *path, int walked)
     struct stat st;
     int found = stat(path, &st) == 0;
     if (!found && !(walked && errno == ENOENT))
-        return fail(c->err, DATA_ERR_IO, "%s: %s", path, strerror(errno));
+        return data_fail(c->err, DATA_ERR_IO, "%s: %s", path, strerror(errno));
     if (!found || (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))) {
         if (!c->opts->quiet)
             fprintf(stderr, "prep: skipping %s %s\n",
@@ -249,7 +238,7 @@ static data_status make_dirs(const char *dir, char *err)
 {
     char *p = strdup(dir);
     if (!p)
-        return fail(err, DATA_ERR_NOMEM, "%s: out of memory", dir);
+        return data_fail(err, DATA_ERR_NOMEM, "%s: out of memory", dir);
     int rc = 0;
     for (char *s = p + 1; *s && rc == 0; s++) {
         if (*s != '/')
@@ -264,7 +253,7 @@ static data_status make_dirs(const char *dir, char *err)
     free(p);
     struct stat st;
     if (rc != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return fail(err, DATA_ERR_IO, "%s: cannot create directory: %s", dir,
+        return data_fail(err, DATA_ERR_IO, "%s: cannot create directory: %s", dir,
                     strerror(rc ? saved : ENOTDIR));
     return DATA_OK;
 }
@@ -277,16 +266,16 @@ static data_status remove_old_shards(const char *dir, const char *split, int qui
     char pattern[4096];
     if ((size_t)snprintf(pattern, sizeof pattern, "%s/%s_*.bin", dir, split) >=
         sizeof pattern)
-        return fail(err, DATA_ERR_ARG, "%.64s...: output path too long", dir);
+        return data_fail(err, DATA_ERR_ARG, "%.64s...: output path too long", dir);
     glob_t g;
     int rc = glob(pattern, 0, NULL, &g);
     if (rc == GLOB_NOMATCH)
         return DATA_OK;
     data_status st = rc == 0 ? DATA_OK
-                             : fail(err, DATA_ERR_IO, "%s: cannot list old shards", dir);
+                             : data_fail(err, DATA_ERR_IO, "%s: cannot list old shards", dir);
     for (size_t i = 0; st == DATA_OK && i < g.gl_pathc; i++)
         if (unlink(g.gl_pathv[i]) != 0)
-            st = fail(err, DATA_ERR_IO, "%s: cannot remove old shard: %s",
+            st = data_fail(err, DATA_ERR_IO, "%s: cannot remove old shard: %s",
                       g.gl_pathv[i], strerror(errno));
     if (st == DATA_OK && !quiet)
         fprintf(stderr, "prep: removed %zu old %s shards from %s\n", g.gl_pathc,
@@ -300,7 +289,7 @@ static data_status sink_flush(shard_sink *k, char *err)
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s_%06d.bin", k->dir, k->split,
                          k->nshards) >= sizeof path)
-        return fail(err, DATA_ERR_ARG, "%.64s...: output path too long", k->dir);
+        return data_fail(err, DATA_ERR_ARG, "%.64s...: output path too long", k->dir);
     data_status st = data_shard_write(path, k->buf, k->len, err);
     if (st != DATA_OK)
         return st;
@@ -357,7 +346,7 @@ static data_status write_splits(prep_ctx *c)
         /* One shard's worth, or the whole split when it is smaller. */
         k[s].cap = total[s] < o->shard_tokens ? total[s] : o->shard_tokens;
         if (k[s].cap > 0 && !(k[s].buf = malloc(k[s].cap * sizeof(uint16_t))))
-            st = fail(c->err, DATA_ERR_NOMEM, "prep: out of memory for %zu tokens",
+            st = data_fail(c->err, DATA_ERR_NOMEM, "prep: out of memory for %zu tokens",
                       k[s].cap);
     }
     for (size_t i = 0; i < nblocks && st == DATA_OK; i++)
@@ -384,7 +373,7 @@ static data_status run_prep(prep_ctx *c, const char *const *inputs, int n_inputs
     for (int i = 0; i < n_inputs && st == DATA_OK; i++)
         st = add_path(c, inputs[i], 0);
     if (st == DATA_OK && c->len == 0)
-        st = fail(c->err, DATA_ERR_ARG, "prep: no text found in the inputs");
+        st = data_fail(c->err, DATA_ERR_ARG, "prep: no text found in the inputs");
     if (st == DATA_OK)
         st = make_dirs(o->out_dir, c->err);
     if (st == DATA_OK)

@@ -6,6 +6,7 @@
  * and validates the header against the file size so that a truncated or
  * foreign file is rejected with a message rather than read out of bounds. */
 #include "data.h"
+#include "data_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,8 +27,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define LLMC_U32_MAGIC 20240801
 #define LLMC_U32_VERSION 7
 
-__attribute__((format(printf, 3, 4)))
-static data_status fail(char *err, data_status st, const char *fmt, ...)
+data_status data_fail(char *err, data_status st, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -47,10 +47,10 @@ static data_status write_body(FILE *f, const char *path, const uint16_t *tokens,
     header[1] = DATA_SHARD_VERSION;
     header[2] = (int32_t)n;
     if (fwrite(header, sizeof header, 1, f) != 1)
-        return fail(err, DATA_ERR_IO, "%s: cannot write the shard header: %s",
+        return data_fail(err, DATA_ERR_IO, "%s: cannot write the shard header: %s",
                     path, strerror(errno));
     if (n > 0 && fwrite(tokens, sizeof *tokens, n, f) != n)
-        return fail(err, DATA_ERR_IO, "%s: cannot write %zu tokens: %s", path, n,
+        return data_fail(err, DATA_ERR_IO, "%s: cannot write %zu tokens: %s", path, n,
                     strerror(errno));
     return DATA_OK;
 }
@@ -59,16 +59,16 @@ data_status data_shard_write(const char *path, const uint16_t *tokens, size_t n,
                              data_error_t err)
 {
     if (n > INT32_MAX)
-        return fail(err, DATA_ERR_ARG,
+        return data_fail(err, DATA_ERR_ARG,
                     "%s: %zu tokens do not fit in one shard (at most %d)", path, n,
                     INT32_MAX);
     FILE *f = fopen(path, "wb");
     if (!f)
-        return fail(err, DATA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        return data_fail(err, DATA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     data_status st = write_body(f, path, tokens, n, err);
     /* fclose flushes the buffered tail, so its failure is a write failure. */
     if (fclose(f) != 0 && st == DATA_OK)
-        st = fail(err, DATA_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        st = data_fail(err, DATA_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     /* A half-written shard would only fail later with a confusing size error. */
     if (st != DATA_OK)
         unlink(path);
@@ -81,24 +81,24 @@ static data_status check_header(const data_shard *s, char *err)
     int32_t h[3];
     memcpy(h, s->map, sizeof h);
     if (h[0] == LLMC_U32_MAGIC && h[1] == LLMC_U32_VERSION)
-        return fail(err, DATA_ERR_FORMAT,
+        return data_fail(err, DATA_ERR_FORMAT,
                     "%s: llm.c shard with uint32 tokens (magic %d, version %d) "
                     "is not supported yet; only uint16 shards (magic %d) are",
                     s->path, LLMC_U32_MAGIC, LLMC_U32_VERSION, DATA_SHARD_MAGIC);
     if (h[0] != DATA_SHARD_MAGIC)
-        return fail(err, DATA_ERR_FORMAT,
+        return data_fail(err, DATA_ERR_FORMAT,
                     "%s: bad magic %d (expected %d); not an llm.c token shard",
                     s->path, h[0], DATA_SHARD_MAGIC);
     if (h[1] != DATA_SHARD_VERSION)
-        return fail(err, DATA_ERR_FORMAT,
+        return data_fail(err, DATA_ERR_FORMAT,
                     "%s: shard version %d is not supported (expected %d)", s->path,
                     h[1], DATA_SHARD_VERSION);
     if (h[2] < 0)
-        return fail(err, DATA_ERR_FORMAT, "%s: header says %d tokens", s->path,
+        return data_fail(err, DATA_ERR_FORMAT, "%s: header says %d tokens", s->path,
                     h[2]);
     size_t want = HEADER_BYTES + (size_t)h[2] * sizeof(uint16_t);
     if (want != s->map_len)
-        return fail(err, DATA_ERR_FORMAT,
+        return data_fail(err, DATA_ERR_FORMAT,
                     "%s: header says %d tokens (%zu bytes) but the file has %zu bytes",
                     s->path, h[2], want, s->map_len);
     return DATA_OK;
@@ -109,7 +109,7 @@ static data_status map_file(data_shard *s, int fd, size_t len, char *err)
 {
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED)
-        return fail(err, DATA_ERR_IO, "%s: cannot map: %s", s->path, strerror(errno));
+        return data_fail(err, DATA_ERR_IO, "%s: cannot map: %s", s->path, strerror(errno));
     s->map = map;
     s->map_len = len;
     return DATA_OK;
@@ -120,14 +120,14 @@ static data_status map_checked(data_shard *s, int fd, char *err)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
-        return fail(err, DATA_ERR_IO, "%s: cannot stat: %s", s->path, strerror(errno));
+        return data_fail(err, DATA_ERR_IO, "%s: cannot stat: %s", s->path, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return fail(err, DATA_ERR_IO, "%s: not a regular file", s->path);
+        return data_fail(err, DATA_ERR_IO, "%s: not a regular file", s->path);
     if (st.st_size == 0)
-        return fail(err, DATA_ERR_FORMAT, "%s: empty file; not a token shard",
+        return data_fail(err, DATA_ERR_FORMAT, "%s: empty file; not a token shard",
                     s->path);
     if ((size_t)st.st_size < HEADER_BYTES)
-        return fail(err, DATA_ERR_FORMAT,
+        return data_fail(err, DATA_ERR_FORMAT,
                     "%s: %lld bytes is shorter than the %zu-byte shard header",
                     s->path, (long long)st.st_size, HEADER_BYTES);
     return map_file(s, fd, (size_t)st.st_size, err);
@@ -137,11 +137,11 @@ data_status data_shard_open(data_shard *s, const char *path, data_error_t err)
 {
     memset(s, 0, sizeof *s);
     if ((size_t)snprintf(s->path, sizeof s->path, "%s", path) >= sizeof s->path)
-        return fail(err, DATA_ERR_ARG, "%.64s...: path longer than %zu bytes", path,
+        return data_fail(err, DATA_ERR_ARG, "%.64s...: path longer than %zu bytes", path,
                     sizeof s->path - 1);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, DATA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return data_fail(err, DATA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     data_status st = map_checked(s, fd, err);
     close(fd); /* the mapping stays valid without the descriptor */
     if (st == DATA_OK)

@@ -16,6 +16,8 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    /* Step lines must show up as they happen even when piped to tee or a log. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
         usage(stderr);
         return 2;
