@@ -111,6 +111,19 @@ void rt_print_help(FILE *out, const char *usage, const rt_flag *flags, int nflag
     }
 }
 
+int rt_parse_command(const char *cmd, const char *usage, int argc, char **argv,
+                     const rt_flag *flags, int nflags, const char **positional,
+                     int max_positional, int *npositional) {
+    rt_error_t err;
+    rt_status st = rt_parse_flags(argc, argv, flags, nflags, positional, max_positional,
+                                  npositional, err);
+    if (st == RT_HELP) {
+        rt_print_help(stdout, usage, flags, nflags);
+        return 0;
+    }
+    return st ? rt_fail(cmd, st, err) : -1;
+}
+
 int rt_fail(const char *cmd, rt_status st, const char *msg) {
     fprintf(stderr, "gptrain %s: error: %s\n", cmd, msg);
     if (st == RT_ERR_USAGE)

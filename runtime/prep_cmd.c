@@ -6,6 +6,15 @@
 
 #define PREP_MAX_INPUTS 4096
 
+static int run_prep(const char **inputs, int npos, const data_prep_opts *po) {
+    if (npos == 0) return rt_fail("prep", RT_ERR_USAGE, "no input files or directories given");
+    if (po->block_tokens < 1 || po->shard_tokens < 1)
+        return rt_fail("prep", RT_ERR_USAGE, "--block-tokens and --shard-tokens must be >= 1");
+    data_error_t derr;
+    data_status ds = data_prep(inputs, npos, po, NULL, derr);
+    return ds ? rt_fail("prep", ds == DATA_ERR_NOMEM ? RT_ERR_RUN : RT_ERR_USAGE, derr) : 0;
+}
+
 int rt_cmd_prep(int argc, char **argv) {
     const char *out = "runs/data";
     float val_fraction = 0.1f;
@@ -18,27 +27,17 @@ int rt_cmd_prep(int argc, char **argv) {
         {"shard-tokens", RT_LONG, &shard, "maximum tokens per shard file"},
         {"quiet", RT_BOOL, &quiet, "no progress or skip messages"},
     };
-    int nf = sizeof(flags) / sizeof(flags[0]), npos = 0;
+    int npos = 0;
     const char **inputs = malloc(sizeof(char *) * PREP_MAX_INPUTS);
-    rt_error_t err;
     if (!inputs) return rt_fail("prep", RT_ERR_RUN, "out of memory");
-    rt_status st = rt_parse_flags(argc, argv, flags, nf, inputs, PREP_MAX_INPUTS, &npos, err);
-    int rc = 0;
-    if (st == RT_HELP) {
-        rt_print_help(stdout, "usage: gptrain prep [flags] PATH...  (text files or directories)",
-                      flags, nf);
-    } else if (st) {
-        rc = rt_fail("prep", st, err);
-    } else if (npos == 0) {
-        rc = rt_fail("prep", RT_ERR_USAGE, "no input files or directories given");
-    } else if (block < 1 || shard < 1) {
-        rc = rt_fail("prep", RT_ERR_USAGE, "--block-tokens and --shard-tokens must be >= 1");
-    } else {
-        data_prep_opts po = {out, val_fraction, (size_t)block, (size_t)shard, quiet};
-        data_prep_stats stats;
-        data_error_t derr;
-        data_status ds = data_prep(inputs, npos, &po, &stats, derr);
-        if (ds) rc = rt_fail("prep", ds == DATA_ERR_NOMEM ? RT_ERR_RUN : RT_ERR_USAGE, derr);
+    int rc = rt_parse_command("prep", "usage: gptrain prep [flags] PATH...  (text files or "
+                              "directories)", argc, argv, flags,
+                              sizeof(flags) / sizeof(flags[0]), inputs, PREP_MAX_INPUTS, &npos);
+    if (rc < 0) {
+        /* Negative values would wrap in size_t; run_prep rejects 0. */
+        data_prep_opts po = {out, val_fraction, block > 0 ? (size_t)block : 0,
+                             shard > 0 ? (size_t)shard : 0, quiet};
+        rc = run_prep(inputs, npos, &po);
     }
     free(inputs);
     return rc;

@@ -41,6 +41,13 @@ rt_status rt_parse_flags(int argc, char **argv, const rt_flag *flags, int nflags
 /* Prints "usage" and every flag with its current value as the default. */
 void rt_print_help(FILE *out, const char *usage, const rt_flag *flags, int nflags);
 
+/* A command's flag handling in one call: parses, prints --help or the error
+ * (see rt_fail). Returns -1 when the command should go on, otherwise the exit
+ * code (0 after --help, 2 for bad flags). */
+int rt_parse_command(const char *cmd, const char *usage, int argc, char **argv,
+                     const rt_flag *flags, int nflags, const char **positional,
+                     int max_positional, int *npositional);
+
 /* ---- learning-rate schedules -------------------------------------------- */
 
 typedef enum { RT_SCHED_COSINE, RT_SCHED_CONSTANT, RT_SCHED_WSD } rt_sched_kind;

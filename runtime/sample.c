@@ -97,15 +97,10 @@ int rt_cmd_sample(int argc, char **argv) {
         {"top-k", RT_INT, &o.top_k, "sample from the k most likely tokens; 0 is all"},
         {"seed", RT_LONG, &seed, "random seed"},
     };
-    int nf = sizeof(flags) / sizeof(flags[0]), npos;
-    const char *pos[1];
-    rt_error_t err;
-    rt_status st = rt_parse_flags(argc, argv, flags, nf, pos, 0, &npos, err);
-    if (st == RT_HELP) {
-        rt_print_help(stdout, "usage: gptrain sample --ckpt FILE [flags]", flags, nf);
-        return 0;
-    }
-    if (st) return rt_fail("sample", st, err);
+    int npos, rc = rt_parse_command("sample", "usage: gptrain sample --ckpt FILE [flags]",
+                                    argc, argv, flags, sizeof(flags) / sizeof(flags[0]),
+                                    NULL, 0, &npos);
+    if (rc >= 0) return rc;
     if (!ckpt) return rt_fail("sample", RT_ERR_USAGE, "--ckpt is required");
     if (o.max_tokens < 1 || o.top_k < 0 || o.temperature < 0.0f)
         return rt_fail("sample", RT_ERR_USAGE, "--max-tokens must be >= 1, --top-k >= 0 "
@@ -123,12 +118,12 @@ int rt_cmd_sample(int argc, char **argv) {
         free(tokens);
         return rt_fail("sample", RT_ERR_RUN, tokens ? gerr : "out of memory");
     }
-    int rc = 0;
+    rt_error_t err;
     if (ckpt_load_model(ckpt, &m, cerr)) {
         rc = rt_fail("sample", RT_ERR_USAGE, cerr);
     } else {
         fputs(prompt, stdout);
-        st = rt_generate(&m, tokens, nprompt, &o, stdout, err);
+        rt_status st = rt_generate(&m, tokens, nprompt, &o, stdout, err);
         fputc('\n', stdout);
         if (st) rc = rt_fail("sample", st, err);
     }

@@ -289,15 +289,11 @@ int rt_cmd_train(int argc, char **argv) {
         {"log-every", RT_INT, &o->log_every, "print a step line every N steps"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
     };
-    int nf = sizeof(flags) / sizeof(flags[0]), npos;
-    const char *pos[1];
+    int npos, rc = rt_parse_command("train", "usage: gptrain train [flags]", argc, argv,
+                                    flags, sizeof(flags) / sizeof(flags[0]), NULL, 0, &npos);
+    if (rc >= 0) return rc;
     rt_error_t err;
-    rt_status st = rt_parse_flags(argc, argv, flags, nf, pos, 0, &npos, err);
-    if (st == RT_HELP) {
-        rt_print_help(stdout, "usage: gptrain train [flags]", flags, nf);
-        return 0;
-    }
-    if (st) return rt_fail("train", st, err);
+    rt_status st;
     comm_ctx comm;
     comm_error_t cerr;
     if (comm_init(&comm, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
