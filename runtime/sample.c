@@ -125,7 +125,7 @@ int rt_cmd_sample(int argc, char **argv) {
         fputs(prompt, stdout);
         rt_status st = rt_generate(&m, tokens, nprompt, &o, stdout, err);
         fputc('\n', stdout);
-        if (st) rc = rt_fail("sample", st, err);
+        rc = st ? rt_fail("sample", st, err) : 0;
     }
     gpt_model_free(&m);
     free(tokens);
