@@ -10,6 +10,6 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 set -x
 build/runtime/gptrain prep --out runs/fortunes /usr/share/games/fortunes
 build/runtime/gptrain train --data runs/fortunes --run-dir runs/quickstart --model d4 \
-    --batch 8 --seq 64 --steps 600 --warmup 30 --lr 2e-3 --val-every 100 --log-every 20
+    --batch 8 --seq 64 --steps 1200 --warmup 30 --lr 1e-3 --val-every 200 --log-every 50
 build/runtime/gptrain sample --ckpt runs/quickstart/model.h5 --prompt "The meaning of life is" \
     --max-tokens 300 --temperature 0.8 --top-k 40
