@@ -138,19 +138,15 @@ static ckpt_status open_model_file(const char *path, hid_t *f, ckpt_error_t err)
     return CKPT_OK;
 }
 
-ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err) {
-    hid_t f;
-    ckpt_status st = open_model_file(path, &f, err);
-    if (st) return st;
+/* Reads and validates the config attributes of an open model file. */
+static ckpt_status config_of(hid_t f, const char *path, gpt_config *cfg, ckpt_error_t err) {
     long v[5];
     for (int k = 0; k < 5; k++) {
         if (get_long(f, cfg_attr_names[k], &v[k]) < 0) {
-            H5Fclose(f);
             snprintf(err, CKPT_ERRLEN, "%s: missing attribute %s", path, cfg_attr_names[k]);
             return CKPT_ERR_FORMAT;
         }
     }
-    H5Fclose(f);
     *cfg = (gpt_config){(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], 0};
     gpt_error_t gerr;
     if (gpt_config_finish(cfg, gerr) != GPT_OK) {
@@ -158,6 +154,15 @@ ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err
         return CKPT_ERR_FORMAT;
     }
     return CKPT_OK;
+}
+
+ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err) {
+    hid_t f;
+    ckpt_status st = open_model_file(path, &f, err);
+    if (st) return st;
+    st = config_of(f, path, cfg, err);
+    H5Fclose(f);
+    return st;
 }
 
 static ckpt_status read_tensor(hid_t g, const gpt_model *m, int i, const char *path,
@@ -187,23 +192,21 @@ static ckpt_status read_tensor(hid_t g, const gpt_model *m, int i, const char *p
 }
 
 ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err) {
-    gpt_config cfg;
-    ckpt_status st = ckpt_read_config(path, &cfg, err);
-    if (st) return st;
-    if (memcmp(&cfg, &m->cfg, sizeof(cfg)) != 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: model config differs from the model being loaded", path);
-        return CKPT_ERR_FORMAT;
-    }
     hid_t f;
-    if ((st = open_model_file(path, &f, err))) return st;
-    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
-    if (g < 0) {
-        H5Fclose(f);
+    ckpt_status st = open_model_file(path, &f, err);
+    if (st) return st;
+    gpt_config cfg;
+    if (!(st = config_of(f, path, &cfg, err)) && memcmp(&cfg, &m->cfg, sizeof(cfg)) != 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: model config differs from the model being loaded", path);
+        st = CKPT_ERR_FORMAT;
+    }
+    hid_t g = st ? -1 : H5Gopen2(f, "model", H5P_DEFAULT);
+    if (!st && g < 0) {
         snprintf(err, CKPT_ERRLEN, "%s: missing group /model", path);
-        return CKPT_ERR_FORMAT;
+        st = CKPT_ERR_FORMAT;
     }
     for (int i = 0; i < m->table.count && !st; i++) st = read_tensor(g, m, i, path, err);
-    H5Gclose(g);
+    if (g >= 0) H5Gclose(g);
     H5Fclose(f);
     return st;
 }
