@@ -3,13 +3,14 @@
 # Installs the Debian packages the project needs (only those missing, without
 # prompts), then configures and builds into build/. Safe to run again.
 #   bash launch/bootstrap.sh           runtime + test dependencies, then build
-#   bash launch/bootstrap.sh --bench   also PyTorch (CPU) for the benchmark peer
+#   bash launch/bootstrap.sh --bench   also PyTorch (CPU) for the benchmark peer and
+#                                      text packages for the tokenizer benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-      hdf5-tools libcmocka-dev libopenblas-openmp-dev fortunes)
-[ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy)
+      hdf5-tools libcmocka-dev libopenblas-openmp-dev fortunes clang libclang-rt-14-dev)
+[ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy python3.11-doc dict-gcide)
 
 missing=()
 for p in "${pkgs[@]}"; do

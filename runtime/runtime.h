@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include "data.h"
 #include "gpt.h"
 
 typedef enum { RT_OK = 0, RT_ERR_RUN = 1, RT_ERR_USAGE = 2, RT_HELP = 3 } rt_status;
@@ -97,10 +98,13 @@ typedef struct {
 
 /* Continues the prompt (nprompt >= 1 tokens) by max_tokens tokens with m,
  * whose capacity must be B >= 1 and T >= 1; the context is the last m->T
- * tokens. Each token is decoded (byte tokenizer: ids < 256 are bytes, others
- * print as <id>) and written to out as soon as it is drawn. */
-rt_status rt_generate(gpt_model *m, const int *prompt, int nprompt,
-                      const rt_sample_opts *o, FILE *out, rt_error_t err);
+ * tokens. Each token is decoded with tok (without one, ids < 256 are bytes
+ * and others print as <id>) and written to out as soon as it is drawn. */
+rt_status rt_generate(gpt_model *m, const data_tokenizer *tok, const int *prompt,
+                      int nprompt, const rt_sample_opts *o, FILE *out, rt_error_t err);
+
+/* Loads DIR/tokenizer.bpe into *tok if that file exists (*tok = NULL if not). */
+rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t err);
 
 /* ---- subcommands ----------------------------------------------------------- */
 

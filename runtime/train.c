@@ -2,7 +2,8 @@
  * Each step accumulates gradients over total_batch / (B*T) micro-steps, clips
  * to the global norm and takes one AdamW step at the scheduled learning rate.
  * Validation, samples and the console/JSONL logs hang off the step counter;
- * the final model is saved to RUN_DIR/model.h5. */
+ * the final model is saved to RUN_DIR/model.h5, beside a copy of the data's
+ * tokenizer (RUN_DIR/tokenizer.bpe) that `gptrain sample` picks up. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,7 +18,7 @@ typedef struct {
     int batch, seq, steps, warmup;
     long total_batch, seed;
     float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
-    int val_every, val_batches, sample_every, sample_tokens, log_every, quiet;
+    int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
 } train_opts;
 
 typedef struct {
@@ -26,6 +27,7 @@ typedef struct {
     rt_schedule sched;
     int accum;
     gpt_model model;
+    data_tokenizer *tok; /* the data's tokenizer, or NULL for bare llm.c shards */
     data_loader train, val;
     int have_val;
     rt_metrics metrics;
@@ -50,7 +52,15 @@ static rt_status build_config(trainer *tr, rt_error_t err) {
     if (o->heads) tr->cfg.n_head = o->heads;
     if (o->channels) tr->cfg.n_embd = o->channels;
     if (o->max_seq) tr->cfg.max_seq = o->max_seq;
+    /* The data's tokenizer fixes the vocabulary unless --vocab widens it. */
+    int tok_vocab = tr->tok ? data_tok_vocab_size(tr->tok) : 0;
+    if (o->vocab && o->vocab < tok_vocab) {
+        snprintf(err, RT_ERRLEN, "--vocab %d is smaller than the data's tokenizer (%d tokens)",
+                 o->vocab, tok_vocab);
+        return RT_ERR_USAGE;
+    }
     if (o->vocab) tr->cfg.vocab = o->vocab;
+    else if (tok_vocab) tr->cfg.vocab = tok_vocab;
     if (gpt_config_finish(&tr->cfg, gerr)) {
         snprintf(err, RT_ERRLEN, "%s", gerr);
         return RT_ERR_USAGE;
@@ -87,12 +97,13 @@ static rt_status check_opts(trainer *tr, rt_error_t err) {
 static rt_status open_data(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
     data_error_t derr;
-    if (data_loader_open(&tr->train, o->data, "train", o->batch, o->seq, tr->cfg.vocab, derr)) {
+    if (data_loader_open(&tr->train, o->data, "train", o->seq, tr->cfg.vocab,
+                         (uint64_t)o->seed, !o->no_shuffle, derr)) {
         snprintf(err, RT_ERRLEN, "%s", derr);
         return RT_ERR_USAGE;
     }
-    data_status ds = data_loader_open(&tr->val, o->data, "val", o->batch, o->seq,
-                                      tr->cfg.vocab, derr);
+    data_status ds = data_loader_open(&tr->val, o->data, "val", o->seq, tr->cfg.vocab, 0, 0,
+                                      derr);
     tr->have_val = ds == DATA_OK;
     if (ds == DATA_ERR_IO && o->val_every > 0 && !o->quiet)
         fprintf(stderr, "gptrain train: note: %s; validation is off\n", derr);
@@ -110,16 +121,27 @@ static void write_config(trainer *tr) {
         "\"event\":\"config\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"max_seq\":%d,"
         "\"vocab\":%d,\"padded_vocab\":%d,\"params\":%zu,\"batch\":%d,\"seq\":%d,"
         "\"accum\":%d,\"steps\":%d,\"lr\":%g,\"schedule\":\"%s\",\"warmup\":%d,"
-        "\"seed\":%ld,\"data\":\"%s\"",
+        "\"seed\":%ld,\"shuffle\":%s,\"tokenizer\":%s,\"data\":\"%s\"",
         c->n_layer, c->n_head, c->n_embd, c->max_seq, c->vocab, c->padded_vocab,
         gpt_num_params(c), o->batch, o->seq, tr->accum, o->steps, o->lr, o->schedule,
-        o->warmup, o->seed, o->data);
+        o->warmup, o->seed, o->no_shuffle ? "false" : "true",
+        tr->tok ? "\"" DATA_TOKENIZER_FILE "\"" : "null", o->data);
+}
+
+/* Copies the tokenizer into the run directory, so the run stands alone. */
+static rt_status save_tokenizer(trainer *tr, rt_error_t err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", tr->o.run_dir, DATA_TOKENIZER_FILE);
+    data_error_t derr;
+    if (!tr->tok || data_tok_save(tr->tok, path, derr) == DATA_OK) return RT_OK;
+    snprintf(err, RT_ERRLEN, "%s", derr);
+    return RT_ERR_RUN;
 }
 
 static rt_status setup(trainer *tr, rt_error_t err) {
     rt_status st;
-    if ((st = build_config(tr, err)) || (st = check_opts(tr, err)) ||
-        (st = open_data(tr, err)))
+    if ((st = rt_find_tokenizer(tr->o.data, &tr->tok, err)) || (st = build_config(tr, err)) ||
+        (st = check_opts(tr, err)) || (st = open_data(tr, err)))
         return st;
     const train_opts *o = &tr->o;
     long bt = (long)o->batch * o->seq;
@@ -138,7 +160,8 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "out of memory for the batch buffers");
         return RT_ERR_RUN;
     }
-    if ((st = rt_mkdirs(o->run_dir, err)) || (st = rt_metrics_open(&tr->metrics, o->run_dir, err)))
+    if ((st = rt_mkdirs(o->run_dir, err)) || (st = save_tokenizer(tr, err)) ||
+        (st = rt_metrics_open(&tr->metrics, o->run_dir, err)))
         return st;
     write_config(tr);
     return RT_OK;
@@ -146,7 +169,7 @@ static rt_status setup(trainer *tr, rt_error_t err) {
 
 static rt_status next_batch(trainer *tr, data_loader *L, rt_error_t err) {
     data_error_t derr;
-    if (data_loader_next(L, tr->inputs, tr->targets, derr)) {
+    if (data_loader_next(L, 0, 1, tr->o.batch, tr->inputs, tr->targets, derr)) {
         snprintf(err, RT_ERRLEN, "%s", derr);
         return RT_ERR_USAGE;
     }
@@ -162,27 +185,30 @@ static rt_status forward(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
-/* Mean loss over the same first val_batches batches every time. */
+/* Mean loss over the first val_batches global batches (of total_batch
+ * tokens each) of the val split, read in order: the same set every time and
+ * for any world size. */
 static rt_status validate(trainer *tr, int step, rt_error_t err) {
     data_loader_reset(&tr->val);
     double sum = 0.0;
+    int n = tr->o.val_batches * tr->accum;
     rt_status st = RT_OK;
-    for (int i = 0; i < tr->o.val_batches && !st; i++) {
+    for (int i = 0; i < n && !st; i++) {
         if (!(st = next_batch(tr, &tr->val, err)) && !(st = forward(tr, err)))
             sum += tr->model.mean_loss;
     }
     if (st) return st;
-    double loss = sum / tr->o.val_batches;
+    double loss = sum / n;
     if (!tr->o.quiet) printf("step %d/%d | val loss %.4f\n", step, tr->o.steps, loss);
     rt_metrics_write(&tr->metrics, "\"event\":\"val\",\"step\":%d,\"val_loss\":%.6f", step, loss);
     return RT_OK;
 }
 
 static rt_status sample(trainer *tr, rt_error_t err) {
-    int prompt = '\n';
+    int prompt = tr->tok && data_tok_eot(tr->tok) >= 0 ? data_tok_eot(tr->tok) : '\n';
     rt_sample_opts so = {tr->o.sample_tokens, 1.0f, 0, (uint64_t)tr->o.seed};
     printf("--- sample ---\n");
-    rt_status st = rt_generate(&tr->model, &prompt, 1, &so, stdout, err);
+    rt_status st = rt_generate(&tr->model, tr->tok, &prompt, 1, &so, stdout, err);
     printf("\n--------------\n");
     return st;
 }
@@ -245,6 +271,7 @@ static void teardown(trainer *tr) {
     data_loader_close(&tr->train);
     if (tr->have_val) data_loader_close(&tr->val);
     rt_metrics_close(&tr->metrics);
+    data_tok_free(tr->tok);
     free(tr->inputs);
     free(tr->targets);
 }
@@ -259,14 +286,15 @@ int rt_cmd_train(int argc, char **argv) {
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
         .val_batches = 10, .sample_tokens = 128, .log_every = 1};
     rt_flag flags[] = {
-        {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards"},
+        {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
+                                   "(and tokenizer.bpe, which sets the vocab)"},
         {"run-dir", RT_STR, &o->run_dir, "output directory (metrics.jsonl, model.h5)"},
         {"model", RT_STR, &o->model, "preset: d1..d48, gpt2-124M/350M/774M/1558M"},
         {"layers", RT_INT, &o->layers, "override the preset's layers (0: keep)"},
         {"heads", RT_INT, &o->heads, "override the preset's heads (0: keep)"},
         {"channels", RT_INT, &o->channels, "override the preset's channels (0: keep)"},
         {"max-seq", RT_INT, &o->max_seq, "override the max sequence length (0: keep)"},
-        {"vocab", RT_INT, &o->vocab, "override the vocab size (0: keep)"},
+        {"vocab", RT_INT, &o->vocab, "vocab size (0: the data's tokenizer, else the preset's)"},
         {"batch", RT_INT, &o->batch, "micro-batch size B"},
         {"seq", RT_INT, &o->seq, "sequence length T"},
         {"total-batch", RT_LONG, &o->total_batch, "tokens per step, a multiple of B*T (0: B*T)"},
@@ -281,9 +309,11 @@ int rt_cmd_train(int argc, char **argv) {
         {"beta1", RT_FLOAT, &o->beta1, "AdamW beta1"},
         {"beta2", RT_FLOAT, &o->beta2, "AdamW beta2"},
         {"eps", RT_FLOAT, &o->eps, "AdamW epsilon"},
-        {"seed", RT_LONG, &o->seed, "seed for the weight initialisation and samples"},
+        {"seed", RT_LONG, &o->seed, "seed for the weights, the data order and samples"},
+        {"no-shuffle", RT_BOOL, &o->no_shuffle, "read the shards in order (for debugging)"},
         {"val-every", RT_INT, &o->val_every, "validate every N steps; 0 is off"},
-        {"val-batches", RT_INT, &o->val_batches, "batches per validation"},
+        {"val-batches", RT_INT, &o->val_batches, "global batches (of --total-batch tokens) "
+                                                 "per validation"},
         {"sample-every", RT_INT, &o->sample_every, "print a sample every N steps; 0 is off"},
         {"sample-tokens", RT_INT, &o->sample_tokens, "tokens per sample"},
         {"log-every", RT_INT, &o->log_every, "print a step line every N steps"},

@@ -35,7 +35,14 @@ head -c 4096 /dev/urandom > "$tmp/bad1/train_000000.bin"
 expect_usage "$tmp/bad1/train_000000.bin" train --data "$tmp/bad1"
 head -c 3000 "$D/train_000000.bin" > "$tmp/bad2/train_000000.bin"
 expect_usage "$tmp/bad2/train_000000.bin" train --data "$tmp/bad2"
-expect_usage "outside the vocabulary (100)" train --data "$D" --vocab 100 --steps 1
+expect_usage "--vocab 100 is smaller than the data's tokenizer" train --data "$D" --vocab 100
+# Without the tokenizer, shards whose tokens exceed --vocab fail on read.
+mkdir -p "$tmp/bare" && cp "$D"/*.bin "$tmp/bare/"
+expect_usage "is outside the vocabulary (100)" train --data "$tmp/bare" --vocab 100 --steps 1
+expect_usage "--vocab-size must be >= 257" prep --vocab-size 100 --out "$tmp/o" "$tmp/corpus"
+expect_usage "no file matches" prep --out "$tmp/o" "$tmp/corpus/*.nothing"
+mkdir -p "$tmp/bindir" && printf 'a\0b' > "$tmp/bindir/x.dat"
+expect_usage "$tmp/bindir: no readable text" prep --quiet --out "$tmp/o" "$tmp/bindir"
 
 expect_usage "--ckpt is required" sample
 expect_usage "$tmp/none.h5" sample --ckpt "$tmp/none.h5"

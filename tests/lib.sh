@@ -16,7 +16,8 @@ make_corpus() {
     [ -r $f/computers ] || fail "the fortunes corpus is missing; run launch/bootstrap.sh"
     mkdir -p "$tmp/corpus"
     cp $f/computers $f/science "$tmp/corpus/"
-    "$GPTRAIN" prep --quiet --out "$tmp/data" "$tmp/corpus" >/dev/null || fail "prep failed"
+    "$GPTRAIN" prep --quiet --vocab-size 512 --out "$tmp/data" "$tmp/corpus" >/dev/null ||
+        fail "prep failed"
 }
 
 # Prints the "loss" values of the step lines of a metrics.jsonl.
