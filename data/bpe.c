@@ -261,9 +261,15 @@ data_status data_tok_from_merges(data_tokenizer **out, const uint32_t (*merges)[
         memcpy(tok->bytes + merged, DATA_EOT_TEXT, strlen(DATA_EOT_TEXT));
     }
     bpe_where w = {0};
-    st = bpe_set_tokens(tok, &w, err);
+    return bpe_finish(tok, &w, out, err);
+}
+
+data_status bpe_finish(data_tokenizer *tok, const bpe_where *w, data_tokenizer **out,
+                       data_error_t err)
+{
+    data_status st = bpe_set_tokens(tok, w, err);
     if (st == DATA_OK)
-        st = bpe_set_merges(tok, &w, err);
+        st = bpe_set_merges(tok, w, err);
     if (st != DATA_OK) {
         data_tok_free(tok);
         return st;

@@ -225,16 +225,11 @@ static data_status load_body(reader *r, long vocab, long eot, data_tokenizer **o
     tok->eot = (int)eot;
     bpe_where w = {r->path, NULL, FIRST_TOKEN_LINE, 2, r->path, merge_line0};
     st = read_merges(r, tok, err);
-    if (st == DATA_OK)
-        st = bpe_set_tokens(tok, &w, err);
-    if (st == DATA_OK)
-        st = bpe_set_merges(tok, &w, err);
     if (st != DATA_OK) {
         data_tok_free(tok);
         return st;
     }
-    *out = tok;
-    return DATA_OK;
+    return bpe_finish(tok, &w, out, err);
 }
 
 static data_status load_gptrain(data_tokenizer **out, const char *path, const char *buf,

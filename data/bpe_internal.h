@@ -58,6 +58,11 @@ data_status bpe_set_tokens(data_tokenizer *tok, const bpe_where *w, data_error_t
  * left bytes + right bytes, no pair twice) and builds the merge map. */
 data_status bpe_set_merges(data_tokenizer *tok, const bpe_where *w, data_error_t err);
 
+/* bpe_set_tokens then bpe_set_merges; on success *out = tok, on failure tok
+ * is freed. */
+data_status bpe_finish(data_tokenizer *tok, const bpe_where *w, data_tokenizer **out,
+                       data_error_t err);
+
 /* The id of the (non-EOT) token with these bytes, or -1; after bpe_set_tokens. */
 int bpe_find(const data_tokenizer *tok, const unsigned char *s, size_t len);
 

@@ -105,7 +105,8 @@ typedef struct {
 } data_tokens;
 void data_tokens_free(data_tokens *t);
 
-/* Per-thread encoding state (a cache of already-encoded pieces). */
+/* Per-thread encoding state: a cache of already-encoded pieces, cleared when
+ * it reaches about 64 MB. */
 typedef struct data_encoder data_encoder;
 data_encoder *data_encoder_new(const data_tokenizer *tok);
 void data_encoder_free(data_encoder *enc);
@@ -113,7 +114,8 @@ void data_encoder_free(data_encoder *enc);
 /* Appends the tokens of text to out. Text is taken literally: the string
  * "<|endoftext|>" inside it is ordinary text, not the special token. Output
  * is exactly GPT-2's for a GPT-2 tokenizer, and decodes back to the input
- * bytes, whatever they are (invalid UTF-8 included). */
+ * bytes, whatever they are (invalid UTF-8 included). On failure (out of
+ * memory) part of the text's tokens may already be appended. */
 data_status data_encode(data_encoder *enc, const unsigned char *text, size_t len,
                         data_tokens *out, data_error_t err);
 
@@ -126,8 +128,10 @@ typedef struct data_bpe_trainer data_bpe_trainer;
 data_bpe_trainer *data_bpe_trainer_new(void);
 data_status data_bpe_trainer_add(data_bpe_trainer *t, const unsigned char *text,
                                  size_t len, data_error_t err);
-/* vocab_size >= 257. Fewer merges than asked are learnt when no pair is left
- * that occurs at least twice; the vocabulary is then smaller. */
+/* 257 <= vocab_size <= 2^24. Fewer merges than asked are learnt when no pair
+ * is left that occurs at least twice; the vocabulary is then smaller. Pieces
+ * longer than 256 bytes are counted in 256-byte parts. The trainer keeps its
+ * counts, so finish may be called again with another size. */
 data_status data_bpe_trainer_finish(data_bpe_trainer *t, int vocab_size,
                                     data_tokenizer **out, data_error_t err);
 void data_bpe_trainer_free(data_bpe_trainer *t);

@@ -364,8 +364,10 @@ static void test_rank_inversion(void **state)
     rm_dir(dir);
 }
 
-/* A pair that was next in line can be replaced by a worse one at the same
- * place before its turn comes; the worse one must then wait for its rank. */
+/* Heap entries go stale: a pair that was next in line can be replaced by a
+ * worse one at the same place before its turn comes (the worse one must
+ * wait for its own rank), or lose its left token to a merge (it must not
+ * be merged at all). */
 static void test_stale_pairs(void **state)
 {
     (void)state;
@@ -381,6 +383,13 @@ static void test_stale_pairs(void **state)
     CHECK(tok, "abc", 259);
     /* a b a b c: (b,c) first, then (a,b) at 0 -> ab a bc, then (a,bc). */
     CHECK(tok, "ababc", 257, 259);
+    data_tok_free(tok);
+    /* 256 = ab, 257 = bc, 258 = de, 259 = cde. */
+    uint32_t merges2[4][2] = {{'a', 'b'}, {'b', 'c'}, {'d', 'e'}, {'c', 258}};
+    assert_int_equal(data_tok_from_merges(&tok, merges2, 4, 0, err), DATA_OK);
+    /* a b c d e: (a,b) -> ab c d e, which ends (b,c) (its b is gone); then
+     * (d,e) -> ab c de and (c,de) -> ab cde. */
+    CHECK(tok, "abcde", 256, 259);
     data_tok_free(tok);
 }
 
