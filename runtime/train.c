@@ -1,6 +1,10 @@
-/* train.c: `gptrain train`, the training loop of one rank.
- * Each step accumulates gradients over total_batch / (B*T) micro-steps, clips
- * to the global norm and takes one AdamW step at the scheduled learning rate.
+/* train.c: `gptrain train`, the training loop, on one rank or many.
+ * Each step accumulates gradients over total_batch / (B*T*ranks) micro-steps,
+ * averages them over the ranks (data parallelism, ZeRO stage 0: every rank
+ * holds the whole model and takes the same AdamW step), clips to the global
+ * norm and steps at the scheduled learning rate. Every place where one rank
+ * can fail alone (data, sampling) is followed by an agreement on the status,
+ * so all ranks stop together instead of waiting in a collective.
  * Validation, samples and the console/JSONL logs hang off the step counter;
  * the final model is saved to RUN_DIR/model.h5, beside a copy of the data's
  * tokenizer (RUN_DIR/tokenizer.bpe) that `gptrain sample` picks up. */
@@ -30,6 +34,8 @@ typedef struct {
     data_tokenizer *tok; /* the data's tokenizer, or NULL for bare llm.c shards */
     data_loader train, val;
     int have_val;
+    comm_ctx comm;
+    int silent; /* another rank failed and reports it */
     rt_metrics metrics;
     int *inputs, *targets;
 } trainer;
@@ -70,7 +76,7 @@ static rt_status build_config(trainer *tr, rt_error_t err) {
 
 static rt_status check_opts(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
-    long bt = (long)o->batch * o->seq;
+    long bt = (long)o->batch * o->seq * tr->comm.world;
     if (o->batch < 1 || o->seq < 1)
         snprintf(err, RT_ERRLEN, "--batch %d and --seq %d must be at least 1", o->batch, o->seq);
     else if (o->seq > tr->cfg.max_seq)
@@ -78,7 +84,7 @@ static rt_status check_opts(trainer *tr, rt_error_t err) {
                  o->seq, tr->cfg.max_seq);
     else if (o->total_batch < 0 || (o->total_batch && o->total_batch % bt != 0))
         snprintf(err, RT_ERRLEN, "--total-batch %ld is not a positive multiple of "
-                 "batch x seq = %ld tokens", o->total_batch, bt);
+                 "batch x seq x ranks = %ld tokens", o->total_batch, bt);
     else if (o->steps < 1 || o->warmup < 0 || o->log_every < 1 || o->val_every < 0 ||
              o->val_batches < 1 || o->sample_every < 0 || o->sample_tokens < 1)
         snprintf(err, RT_ERRLEN, "--steps, --log-every, --val-batches and --sample-tokens "
@@ -145,7 +151,7 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         return st;
     const train_opts *o = &tr->o;
     long bt = (long)o->batch * o->seq;
-    tr->accum = o->total_batch ? (int)(o->total_batch / bt) : 1;
+    tr->accum = o->total_batch ? (int)(o->total_batch / (bt * tr->comm.world)) : 1;
     tr->sched = (rt_schedule){tr->sched.kind, o->lr, o->warmup, o->steps,
                               o->final_frac, o->decay_frac};
     gpt_error_t gerr;
@@ -160,6 +166,7 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "out of memory for the batch buffers");
         return RT_ERR_RUN;
     }
+    if (tr->comm.rank != 0) return RT_OK; /* rank 0 writes the run directory */
     if ((st = rt_mkdirs(o->run_dir, err)) || (st = save_tokenizer(tr, err)) ||
         (st = rt_metrics_open(&tr->metrics, o->run_dir, err)))
         return st;
@@ -169,7 +176,8 @@ static rt_status setup(trainer *tr, rt_error_t err) {
 
 static rt_status next_batch(trainer *tr, data_loader *L, rt_error_t err) {
     data_error_t derr;
-    if (data_loader_next(L, 0, 1, tr->o.batch, tr->inputs, tr->targets, derr)) {
+    if (data_loader_next(L, tr->comm.rank, tr->comm.world, tr->o.batch, tr->inputs,
+                         tr->targets, derr)) {
         snprintf(err, RT_ERRLEN, "%s", derr);
         return RT_ERR_USAGE;
     }
@@ -185,6 +193,21 @@ static rt_status forward(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
+/* Agreement after work that can fail on one rank alone: every rank learns
+ * whether any failed. The failed rank keeps its own message; the others stop
+ * with the same status and leave the report to it (rank 0 names it). */
+static rt_status agree(trainer *tr, rt_status st, rt_error_t err) {
+    if (tr->comm.world == 1) return st;
+    int worst = comm_max_int((int)st);
+    if (worst == 0) return RT_OK;
+    int who = comm_argmax_int((int)st);
+    if (st == RT_OK) {
+        snprintf(err, RT_ERRLEN, "stopping: rank %d failed (its message is above)", who);
+        tr->silent = tr->comm.rank != 0;
+    }
+    return (rt_status)worst;
+}
+
 /* Mean loss over the first val_batches global batches (of total_batch
  * tokens each) of the val split, read in order: the same set every time and
  * for any world size. */
@@ -197,8 +220,8 @@ static rt_status validate(trainer *tr, int step, rt_error_t err) {
         if (!(st = next_batch(tr, &tr->val, err)) && !(st = forward(tr, err)))
             sum += tr->model.mean_loss;
     }
-    if (st) return st;
-    double loss = sum / n;
+    if ((st = agree(tr, st, err))) return st;
+    double loss = comm_mean_double(sum / n);
     if (!tr->o.quiet) printf("step %d/%d | val loss %.4f\n", step, tr->o.steps, loss);
     rt_metrics_write(&tr->metrics, "\"event\":\"val\",\"step\":%d,\"val_loss\":%.6f", step, loss);
     return RT_OK;
@@ -213,21 +236,35 @@ static rt_status sample(trainer *tr, rt_error_t err) {
     return st;
 }
 
-static rt_status train_step(trainer *tr, int step, rt_error_t err) {
+/* Forward and backward over this rank's micro-steps; gradients accumulate. */
+static rt_status micro_steps(trainer *tr, double *loss, rt_error_t err) {
+    rt_status st = RT_OK;
+    for (int k = 0; k < tr->accum && !st; k++) {
+        if ((st = next_batch(tr, &tr->train, err)) || (st = forward(tr, err))) break;
+        gpt_backward(&tr->model, 1.0f / tr->accum);
+        *loss += tr->model.mean_loss / tr->accum;
+    }
+    return st;
+}
+
+static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
     double t0 = now_s(), loss = 0.0;
     gpt_zero_grad(&tr->model);
-    for (int k = 0; k < tr->accum; k++) {
-        rt_status st;
-        if ((st = next_batch(tr, &tr->train, err)) || (st = forward(tr, err))) return st;
-        gpt_backward(&tr->model, 1.0f / tr->accum);
-        loss += tr->model.mean_loss / tr->accum;
+    if (!st) st = micro_steps(tr, &loss, err);
+    if ((st = agree(tr, st, err))) return st;
+    /* Only the accumulated gradient is reduced: once per step. */
+    comm_error_t cerr;
+    if (comm_allreduce_mean(tr->model.grads, tr->model.table.total, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
     }
+    loss = comm_mean_double(loss);
     float norm = gpt_grad_norm(&tr->model);
     gpt_adamw opt = {rt_lr_at(&tr->sched, step), tr->o.beta1, tr->o.beta2, tr->o.eps,
                      tr->o.wd, tr->o.clip};
     gpt_update(&tr->model, &opt, norm);
     double ms = (now_s() - t0) * 1e3;
-    long tokens = (long)tr->accum * tr->o.batch * tr->o.seq;
+    long tokens = (long)tr->accum * tr->o.batch * tr->o.seq * tr->comm.world;
     if (!tr->o.quiet && ((step + 1) % tr->o.log_every == 0 || step + 1 == tr->o.steps))
         printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n",
                step + 1, tr->o.steps, loss, opt.lr, norm, ms, tokens / (ms / 1e3));
@@ -248,12 +285,14 @@ static rt_status run(trainer *tr, rt_error_t err) {
     for (int step = 0; step < o->steps && !st; step++) {
         if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
             st = validate(tr, step, err);
-        if (!st && o->sample_every > 0 && step > 0 && step % o->sample_every == 0)
+        if (!st && o->sample_every > 0 && step > 0 && step % o->sample_every == 0 &&
+            tr->comm.rank == 0)
             st = sample(tr, err);
-        if (!st) st = train_step(tr, step, err);
+        /* A failed sample on rank 0 enters the step's agreement. */
+        if (!st || tr->comm.world > 1) st = train_step(tr, step, st, err);
     }
     if (!st && tr->have_val && o->val_every > 0) st = validate(tr, o->steps, err);
-    if (st) return st;
+    if (st || tr->comm.rank != 0) return st;
     char path[4096];
     snprintf(path, sizeof(path), "%s/model.h5", o->run_dir);
     ckpt_error_t cerr;
@@ -264,6 +303,26 @@ static rt_status run(trainer *tr, rt_error_t err) {
     rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s\"", o->steps, path);
     if (!o->quiet) printf("saved %s\n", path);
     return RT_OK;
+}
+
+/* Every rank must run the same command line: a rank with other flags would
+ * train a different model or read different data, silently. */
+static rt_status same_settings(trainer *tr, int argc, char **argv, rt_error_t err) {
+    if (tr->comm.world == 1) return RT_OK;
+    size_t len = 0;
+    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
+    char *line = calloc(len + 1, 1);
+    if (!line) {
+        snprintf(err, RT_ERRLEN, "out of memory");
+        return RT_ERR_RUN;
+    }
+    for (int i = 0; i < argc; i++) strcat(strcat(line, argv[i]), "\n");
+    int same = comm_all_equal(line, len);
+    free(line);
+    if (same) return RT_OK;
+    snprintf(err, RT_ERRLEN, "the ranks were started with different flags; every rank "
+             "must run the same command");
+    return RT_ERR_USAGE;
 }
 
 static void teardown(trainer *tr) {
@@ -297,7 +356,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"vocab", RT_INT, &o->vocab, "vocab size (0: the data's tokenizer, else the preset's)"},
         {"batch", RT_INT, &o->batch, "micro-batch size B"},
         {"seq", RT_INT, &o->seq, "sequence length T"},
-        {"total-batch", RT_LONG, &o->total_batch, "tokens per step, a multiple of B*T (0: B*T)"},
+        {"total-batch", RT_LONG, &o->total_batch, "global tokens per step, a multiple of "
+                                                   "B*T*ranks (0: B*T*ranks)"},
         {"steps", RT_INT, &o->steps, "optimizer steps"},
         {"lr", RT_FLOAT, &o->lr, "peak learning rate"},
         {"lr-schedule", RT_STR, &o->schedule, "cosine, constant or wsd"},
@@ -323,18 +383,14 @@ int rt_cmd_train(int argc, char **argv) {
                                     flags, sizeof(flags) / sizeof(flags[0]), NULL, 0, &npos);
     if (rc >= 0) return rc;
     rt_error_t err;
-    rt_status st;
-    comm_ctx comm;
     comm_error_t cerr;
-    if (comm_init(&comm, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
-    if (comm.world > 1) {
-        snprintf(err, RT_ERRLEN, "%d ranks: multi-rank training is not available yet; "
-                 "run one process (or mpirun -np 1)", comm.world);
-        st = RT_ERR_USAGE;
-    } else if (!(st = setup(&tr, err))) {
-        st = run(&tr, err);
-    }
+    if (comm_init(&tr.comm, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
+    if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
+    rt_status st = same_settings(&tr, argc, argv, err);
+    if (!st) st = agree(&tr, setup(&tr, err), err);
+    if (!st) st = run(&tr, err);
     teardown(&tr);
-    comm_finalize(&comm);
+    comm_finalize(&tr.comm);
+    if (st && tr.silent) return st == RT_ERR_USAGE ? 2 : 1;
     return st ? rt_fail("train", st, err) : 0;
 }
