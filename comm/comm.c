@@ -65,6 +65,12 @@ double comm_mean_double(double v) {
     return sum / world;
 }
 
+double comm_sum_double(double v) {
+    double sum;
+    MPI_Allreduce(&v, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return sum;
+}
+
 int comm_max_int(int v) {
     int out;
     MPI_Allreduce(&v, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

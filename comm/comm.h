@@ -10,6 +10,9 @@
 #ifndef COMM_H
 #define COMM_H
 
+#include <stddef.h>
+#include "gpt.h"
+
 typedef enum { COMM_OK = 0, COMM_ERR = 1 } comm_status;
 
 #define COMM_ERRLEN 256
@@ -33,6 +36,9 @@ comm_status comm_allreduce_mean(float *buf, size_t n, comm_error_t err);
 /* Mean over ranks of one double (losses). */
 double comm_mean_double(double v);
 
+/* Sum over ranks of one double (squared gradient norms of shards). */
+double comm_sum_double(double v);
+
 /* Largest value over ranks: how ranks agree on a status, so that a failure
  * on one rank stops all of them instead of leaving the rest in a collective. */
 int comm_max_int(int v);
@@ -44,5 +50,56 @@ int comm_argmax_int(int v);
  * 0's are broadcast and compared, so a rank started with other flags is
  * caught before training. Keep bytes small (a settings string). */
 int comm_all_equal(const void *buf, size_t bytes);
+
+/* ---- ZeRO ------------------------------------------------------------------ */
+
+/* Sharding of the flat buffers for ZeRO stages 0-2. Rank r owns floats
+ * [lo, hi) = [r*S, (r+1)*S) clipped to the buffer, S = ceil(total/P) rounded
+ * up to 16 floats, so any buffer size and rank count work (the last shards
+ * may be short or empty).
+ *   stage 0: gradients averaged whole (allreduce); every rank steps all.
+ *   stage 1: AdamW moments kept for the shard only; the accumulated gradient
+ *            is reduce-scattered, each rank steps its shard, and parameters
+ *            are allgathered.
+ *   stage 2: as 1, and the gradient is reduce-scattered after every
+ *            micro-step, so only the shard is kept between micro-steps (the
+ *            whole buffer is backward's scratch).
+ * Parameters stay whole on every rank (stage 3 is not built yet). */
+typedef struct {
+    int stage, rank, world;
+    size_t total, lo, hi;
+    int *counts, *displs; /* per rank, in floats */
+    float *gshard;        /* stages 1-2: this rank's gradient shard */
+    float *recv;          /* stages 1-2: where a reduce-scatter lands */
+} comm_zero;
+
+/* Sets up the shards of m for stage 0, 1 or 2 (shrinking m's AdamW moments
+ * for stages >= 1). */
+comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, const comm_ctx *ctx,
+                           comm_error_t err);
+void comm_zero_free(comm_zero *z);
+
+/* Before a step's first micro-step: clears the gradients. */
+void comm_zero_begin(comm_zero *z, gpt_model *m);
+
+/* After each micro-step's backward. Stage 2 reduce-scatters the gradient
+ * into the shard and clears the whole buffer for the next micro-step. */
+comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err);
+
+/* After the last micro-step: finishes the gradient reduction (allreduce for
+ * stage 0, reduce-scatter for stage 1), sets *norm to the global norm of the
+ * averaged gradient, takes the AdamW step on this rank's part and
+ * allgathers the parameters. */
+comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
+                           comm_error_t err);
+
+/* Bytes this rank holds for each kind of model state, as the ZeRO paper
+ * counts them (persistent state), plus the whole-buffer scratch that
+ * backward still writes at stage 2 until gradients are reduced in buckets
+ * during backward. */
+typedef struct {
+    size_t params, grads, optimizer, scratch;
+} comm_zero_bytes;
+comm_zero_bytes comm_zero_memory(const comm_zero *z);
 
 #endif

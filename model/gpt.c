@@ -93,6 +93,7 @@ gpt_status gpt_model_create(gpt_model *m, const gpt_config *cfg, int B, int T,
         return GPT_ERR_NOMEM;
     }
     acts_layout(m->acts, m->acts->block, &m->cfg, B, T);
+    m->opt_hi = n;
     return GPT_OK;
 }
 

@@ -106,8 +106,9 @@ typedef struct {
     gpt_table table;
     float *params; /* table.total floats each */
     float *grads;
-    float *m;
+    float *m;      /* AdamW moments of the owned range [opt_lo, opt_hi) only */
     float *v;
+    size_t opt_lo, opt_hi; /* the whole buffer unless sharded (ZeRO >= 1) */
     int adam_step;  /* number of optimizer steps taken */
     int B, T;       /* activation capacity (set by gpt_model_create) */
     int cur_B, cur_T; /* shape of the last gpt_forward */
@@ -153,9 +154,15 @@ typedef struct {
     float grad_clip; /* <= 0 disables clipping */
 } gpt_adamw;
 
-/* Clips gradients to global norm grad_clip (norm computed over the whole
- * buffer; pass the precomputed norm) and applies one AdamW step. */
+/* Clips gradients to global norm grad_clip (pass the norm of the whole
+ * gradient, computed once) and applies one AdamW step to the owned range
+ * [opt_lo, opt_hi) of the parameters (all of them unless sharded). */
 void gpt_update(gpt_model *m, const gpt_adamw *opt, float grad_norm);
+
+/* ZeRO: this rank keeps AdamW moments only for [lo, hi) of the flat buffers,
+ * and gpt_update steps only that range; the moments shrink to hi - lo floats
+ * (zeroed, so call it before the first step). */
+gpt_status gpt_shard_optimizer(gpt_model *m, size_t lo, size_t hi, gpt_error_t err);
 
 /* Parameter count, excluding alignment gaps and padded vocabulary rows. */
 size_t gpt_num_params(const gpt_config *cfg);

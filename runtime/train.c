@@ -1,8 +1,8 @@
 /* train.c: `gptrain train`, the training loop, on one rank or many.
  * Each step accumulates gradients over total_batch / (B*T*ranks) micro-steps,
- * averages them over the ranks (data parallelism, ZeRO stage 0: every rank
- * holds the whole model and takes the same AdamW step), clips to the global
- * norm and steps at the scheduled learning rate. Every place where one rank
+ * averages them over the ranks, clips to the global norm and steps at the
+ * scheduled learning rate; with --zero 1 or 2 each rank keeps and steps only
+ * its shard of the optimizer state (and of the gradient), see comm.h. Every place where one rank
  * can fail alone (data, sampling) is followed by an agreement on the status,
  * so all ranks stop together instead of waiting in a collective.
  * Validation, samples and the console/JSONL logs hang off the step counter;
@@ -23,6 +23,7 @@ typedef struct {
     long total_batch, seed;
     float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
     int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
+    int zero;
 } train_opts;
 
 typedef struct {
@@ -35,6 +36,7 @@ typedef struct {
     data_loader train, val;
     int have_val;
     comm_ctx comm;
+    comm_zero zero;
     int silent; /* another rank failed and reports it */
     rt_metrics metrics;
     int *inputs, *targets;
@@ -123,15 +125,19 @@ static rt_status open_data(trainer *tr, rt_error_t err) {
 static void write_config(trainer *tr) {
     const train_opts *o = &tr->o;
     const gpt_config *c = &tr->cfg;
+    comm_zero_bytes mem = comm_zero_memory(&tr->zero);
     rt_metrics_write(&tr->metrics,
         "\"event\":\"config\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"max_seq\":%d,"
         "\"vocab\":%d,\"padded_vocab\":%d,\"params\":%zu,\"batch\":%d,\"seq\":%d,"
         "\"accum\":%d,\"steps\":%d,\"lr\":%g,\"schedule\":\"%s\",\"warmup\":%d,"
-        "\"seed\":%ld,\"shuffle\":%s,\"tokenizer\":%s,\"data\":\"%s\"",
+        "\"seed\":%ld,\"shuffle\":%s,\"tokenizer\":%s,\"data\":\"%s\",\"ranks\":%d,"
+        "\"zero\":%d,\"bytes_params\":%zu,\"bytes_grads\":%zu,\"bytes_optimizer\":%zu,"
+        "\"bytes_scratch\":%zu",
         c->n_layer, c->n_head, c->n_embd, c->max_seq, c->vocab, c->padded_vocab,
         gpt_num_params(c), o->batch, o->seq, tr->accum, o->steps, o->lr, o->schedule,
         o->warmup, o->seed, o->no_shuffle ? "false" : "true",
-        tr->tok ? "\"" DATA_TOKENIZER_FILE "\"" : "null", o->data);
+        tr->tok ? "\"" DATA_TOKENIZER_FILE "\"" : "null", o->data, tr->comm.world, o->zero,
+        mem.params, mem.grads, mem.optimizer, mem.scratch);
 }
 
 /* Copies the tokenizer into the run directory, so the run stands alone. */
@@ -160,6 +166,11 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         return RT_ERR_RUN;
     }
     gpt_init_weights(&tr->model, (uint64_t)o->seed);
+    comm_error_t cerr;
+    if (comm_zero_init(&tr->zero, &tr->model, o->zero, &tr->comm, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_USAGE;
+    }
     tr->inputs = malloc(sizeof(int) * bt);
     tr->targets = malloc(sizeof(int) * bt);
     if (!tr->inputs || !tr->targets) {
@@ -236,33 +247,40 @@ static rt_status sample(trainer *tr, rt_error_t err) {
     return st;
 }
 
-/* Forward and backward over this rank's micro-steps; gradients accumulate. */
-static rt_status micro_steps(trainer *tr, double *loss, rt_error_t err) {
-    rt_status st = RT_OK;
-    for (int k = 0; k < tr->accum && !st; k++) {
-        if ((st = next_batch(tr, &tr->train, err)) || (st = forward(tr, err))) break;
-        gpt_backward(&tr->model, 1.0f / tr->accum);
-        *loss += tr->model.mean_loss / tr->accum;
+/* Forward and backward over this rank's micro-steps; gradients accumulate.
+ * At stage 2 every micro-step ends in a collective, so the ranks agree on
+ * the status before each; otherwise once, after the last. */
+static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t err) {
+    int per_micro = tr->zero.stage == 2;
+    for (int k = 0; k < tr->accum; k++) {
+        if (!st && !(st = next_batch(tr, &tr->train, err)) && !(st = forward(tr, err))) {
+            gpt_backward(&tr->model, 1.0f / tr->accum);
+            *loss += tr->model.mean_loss / tr->accum;
+        }
+        if (!per_micro) continue;
+        if ((st = agree(tr, st, err))) return st;
+        comm_error_t cerr;
+        if (comm_zero_micro_done(&tr->zero, &tr->model, cerr)) {
+            snprintf(err, RT_ERRLEN, "%s", cerr);
+            return RT_ERR_RUN;
+        }
     }
-    return st;
+    return agree(tr, st, err);
 }
 
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
     double t0 = now_s(), loss = 0.0;
-    gpt_zero_grad(&tr->model);
-    if (!st) st = micro_steps(tr, &loss, err);
-    if ((st = agree(tr, st, err))) return st;
-    /* Only the accumulated gradient is reduced: once per step. */
+    comm_zero_begin(&tr->zero, &tr->model);
+    if ((st = micro_steps(tr, &loss, st, err))) return st;
+    loss = comm_mean_double(loss);
+    float norm;
+    gpt_adamw opt = {rt_lr_at(&tr->sched, step), tr->o.beta1, tr->o.beta2, tr->o.eps,
+                     tr->o.wd, tr->o.clip};
     comm_error_t cerr;
-    if (comm_allreduce_mean(tr->model.grads, tr->model.table.total, cerr)) {
+    if (comm_zero_step(&tr->zero, &tr->model, &opt, &norm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    loss = comm_mean_double(loss);
-    float norm = gpt_grad_norm(&tr->model);
-    gpt_adamw opt = {rt_lr_at(&tr->sched, step), tr->o.beta1, tr->o.beta2, tr->o.eps,
-                     tr->o.wd, tr->o.clip};
-    gpt_update(&tr->model, &opt, norm);
     double ms = (now_s() - t0) * 1e3;
     long tokens = (long)tr->accum * tr->o.batch * tr->o.seq * tr->comm.world;
     if (!tr->o.quiet && ((step + 1) % tr->o.log_every == 0 || step + 1 == tr->o.steps))
@@ -278,9 +296,15 @@ static rt_status run(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
     if (!o->quiet)
         printf("model %d layers, %d heads, %d channels, vocab %d (padded %d), %zu params; "
-               "batch %dx%d x %d accum\n", tr->cfg.n_layer, tr->cfg.n_head, tr->cfg.n_embd,
-               tr->cfg.vocab, tr->cfg.padded_vocab, gpt_num_params(&tr->cfg), o->batch,
-               o->seq, tr->accum);
+               "batch %dx%d x %d accum x %d ranks\n", tr->cfg.n_layer, tr->cfg.n_head,
+               tr->cfg.n_embd, tr->cfg.vocab, tr->cfg.padded_vocab, gpt_num_params(&tr->cfg),
+               o->batch, o->seq, tr->accum, tr->comm.world);
+    comm_zero_bytes mem = comm_zero_memory(&tr->zero);
+    if (!o->quiet)
+        printf("memory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
+               "%.1f MiB%s\n", o->zero, mem.params / 1048576.0, mem.grads / 1048576.0,
+               mem.optimizer / 1048576.0, mem.scratch ? " (+ the whole gradient buffer as "
+               "backward scratch)" : "");
     rt_status st = RT_OK;
     for (int step = 0; step < o->steps && !st; step++) {
         if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
@@ -326,6 +350,7 @@ static rt_status same_settings(trainer *tr, int argc, char **argv, rt_error_t er
 }
 
 static void teardown(trainer *tr) {
+    comm_zero_free(&tr->zero);
     gpt_model_free(&tr->model);
     data_loader_close(&tr->train);
     if (tr->have_val) data_loader_close(&tr->val);
@@ -370,6 +395,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"beta2", RT_FLOAT, &o->beta2, "AdamW beta2"},
         {"eps", RT_FLOAT, &o->eps, "AdamW epsilon"},
         {"seed", RT_LONG, &o->seed, "seed for the weights, the data order and samples"},
+        {"zero", RT_INT, &o->zero, "ZeRO stage: 0 replicates everything, 1 shards the "
+                                   "optimizer state, 2 also the gradients"},
         {"no-shuffle", RT_BOOL, &o->no_shuffle, "read the shards in order (for debugging)"},
         {"val-every", RT_INT, &o->val_every, "validate every N steps; 0 is off"},
         {"val-batches", RT_INT, &o->val_batches, "global batches (of --total-batch tokens) "

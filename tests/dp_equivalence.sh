@@ -1,9 +1,11 @@
-# dp_equivalence.sh: data parallelism under real mpirun. For P = 1..4 ranks at
-# micro-batch B, the per-step losses and the final parameters equal those of
-# one rank at micro-batch P*B and of one rank accumulating P micro-batches of
-# B (relative error <= 1e-5); the same run twice is bitwise identical; ranks
-# started with different flags are refused; a data error met by one rank
-# alone stops every rank with that rank's message, without a hang.
+# dp_equivalence.sh: data parallelism under real mpirun. For ZeRO stages 0,
+# 1, 2 and P = 1..4 ranks at micro-batch B (2 accumulation steps), the
+# per-step losses and the final parameters equal those of one rank at
+# micro-batch P*B and of one rank accumulating 2P micro-batches of B
+# (relative error <= 1e-5); the reported bytes per rank fall as 1/P for the
+# sharded state; the same run twice is bitwise identical; ranks started with
+# different flags are refused; a data error met by one rank alone stops every
+# rank with that rank's message, without a hang.
 #   usage: dp_equivalence.sh GPTRAIN CKPT_COMPARE
 . "$(dirname "$0")/lib.sh"
 compare=$2
@@ -23,25 +25,41 @@ close_losses() { # relative difference of every step loss and val loss <= 1e-5
     awk 'NF != 2 { bad = 1 } { d = $1 - $2; if (d < 0) d = -d;
          if (d > 1e-5 * ($2 < 0 ? -$2 : $2)) bad = 1 } END { exit bad || NR == 0 }'
 }
+bytes() { head -1 "$1" | grep -o "\"bytes_$2\":[0-9]*" | cut -d: -f2; }
 for P in 1 2 3 4; do
-    total=$((P * B * T))
-    run_p "$P" "$tmp/p$P" --batch $B --total-batch $total
+    total=$((2 * P * B * T))
     run_p 1 "$tmp/w$P" --batch $((P * B)) --total-batch $total
     run_p 1 "$tmp/a$P" --batch $B --total-batch $total
-    for ref in w a; do
-        close_losses "$tmp/p$P/metrics.jsonl" "$tmp/$ref$P/metrics.jsonl" ||
-            fail "P=$P: losses differ from the one-rank run ($ref)"
-        "$compare" "$tmp/p$P/model.h5" "$tmp/$ref$P/model.h5" 1e-5 >/dev/null ||
-            fail "P=$P: parameters differ from the one-rank run ($ref)"
-        pass
+    for Z in 0 1 2; do
+        run_p "$P" "$tmp/p$P-$Z" --batch $B --total-batch $total --zero $Z
+        for ref in w a; do
+            close_losses "$tmp/p$P-$Z/metrics.jsonl" "$tmp/$ref$P/metrics.jsonl" ||
+                fail "P=$P zero=$Z: losses differ from the one-rank run ($ref)"
+            "$compare" "$tmp/p$P-$Z/model.h5" "$tmp/$ref$P/model.h5" 1e-5 >/dev/null ||
+                fail "P=$P zero=$Z: parameters differ from the one-rank run ($ref)"
+            pass
+        done
     done
+    # Sharded state is ceil(N/P) rounded up to 16 floats: within 64 bytes of N/P.
+    m0=$tmp/p$P-0/metrics.jsonl m1=$tmp/p$P-1/metrics.jsonl m2=$tmp/p$P-2/metrics.jsonl
+    [ "$(bytes $m0 params)" = "$(bytes $m2 params)" ] || fail "P=$P: parameters are not whole"
+    awk -v o0="$(bytes $m0 optimizer)" -v o1="$(bytes $m1 optimizer)" -v g0="$(bytes $m0 grads)" \
+        -v g1="$(bytes $m1 grads)" -v g2="$(bytes $m2 grads)" -v o2="$(bytes $m2 optimizer)" -v P=$P '
+        function near(x, want, slack) { return x >= want - 1 && x <= want + slack }
+        BEGIN { exit !(near(o1, o0 / P, 128) && near(o2, o0 / P, 128) && g1 == g0 &&
+                       near(g2, g0 / P, 64)) }' ||
+        fail "P=$P: reported bytes do not fall as 1/P"
+    pass
 done
 
-run_p 3 "$tmp/again" --batch $B --total-batch $((3 * B * T))
-cmp -s <(losses "$tmp/p3/metrics.jsonl") <(losses "$tmp/again/metrics.jsonl") ||
-    fail "two 3-rank runs differ"
-"$compare" "$tmp/p3/model.h5" "$tmp/again/model.h5" 0 >/dev/null || fail "3-rank params differ"
-pass
+for Z in 0 2; do
+    run_p 3 "$tmp/again$Z" --batch $B --total-batch $((6 * B * T)) --zero $Z
+    cmp -s <(losses "$tmp/p3-$Z/metrics.jsonl") <(losses "$tmp/again$Z/metrics.jsonl") ||
+        fail "two 3-rank runs differ (zero=$Z)"
+    "$compare" "$tmp/p3-$Z/model.h5" "$tmp/again$Z/model.h5" 0 >/dev/null ||
+        fail "3-rank params differ (zero=$Z)"
+    pass
+done
 
 # A rank with other flags: refused before training.
 timeout 60 "$MPIEXEC" -np 2 --oversubscribe "$GPTRAIN" train $common --run-dir "$tmp/x" \
@@ -51,12 +69,13 @@ grep -q "different flags" "$tmp/err" || fail "no message for mismatched flags"
 pass
 
 # Token 600 (vocab 512) at token 40 of a bare shard, read unshuffled: global
-# sample 1 at B=1, T=32, so rank 1 alone meets it in the first step.
+# sample 1 at B=1, T=32, so rank 1 alone meets it in the first step (at
+# stage 2, where ranks agree after every micro-step).
 mkdir -p "$tmp/bad" && cp "$tmp/data/train_000000.bin" "$tmp/bad/"
 printf '\x58\x02' | dd of="$tmp/bad/train_000000.bin" bs=1 seek=$((1024 + 2 * 40)) conv=notrunc 2>/dev/null
 start=$(date +%s)
 timeout 60 "$MPIEXEC" -np 2 --oversubscribe "$GPTRAIN" train --data "$tmp/bad" --vocab 512 \
-    --model d2 --seq $T --batch 1 --steps 2 --no-shuffle --quiet --run-dir "$tmp/y" \
+    --model d2 --seq $T --batch 1 --steps 2 --no-shuffle --zero 2 --quiet --run-dir "$tmp/y" \
     >/dev/null 2>"$tmp/err"
 rc=$?
 [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "a bad token on rank 1: exit $rc (124 is a hang)"

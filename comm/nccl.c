@@ -1,0 +1,231 @@
+/* nccl.c: the NCCL backend of the gradient collectives (see nccl.h).
+ *
+ * Plain C against the CUDA runtime and NCCL C APIs: nothing here runs on the
+ * device except NCCL's own kernels, so no nvcc is needed. Every CUDA and
+ * NCCL return code is checked and turned into a one-line message; nothing
+ * exits. The communicator is blocking (NCCL's default): calls return once
+ * their work is enqueued, and comm_nccl_wait polls for completion so that a
+ * peer that died or hangs ends in an abort and an error, not a hang. */
+#include <mpi.h>
+#include <nccl.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "nccl.h"
+
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
+#error "gptrain needs NCCL >= 2.10 (ncclAvg)"
+#endif
+
+struct comm_nccl {
+    ncclComm_t comm; /* NULL once aborted */
+    cudaStream_t stream;
+    int rank, world, device;
+};
+
+static comm_status fail(comm_error_t err, const char *file, int line, const char *call,
+                        const char *what) {
+    const char *base = strrchr(file, '/');
+    snprintf(err, COMM_ERRLEN, "%s:%d: %s: %s", base ? base + 1 : file, line, call, what);
+    return COMM_ERR;
+}
+
+/* cudaGetLastError clears the failure, so that a later, unrelated check of
+ * the last error does not report it a second time. */
+#define CUDA_TRY(call)                                                        \
+    do {                                                                      \
+        cudaError_t e_ = (call);                                              \
+        if (e_ != cudaSuccess) {                                              \
+            cudaGetLastError();                                               \
+            return fail(err, __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+        }                                                                     \
+    } while (0)
+
+#define NCCL_TRY(call)                                                        \
+    do {                                                                      \
+        ncclResult_t r_ = (call);                                             \
+        if (r_ != ncclSuccess)                                                \
+            return fail(err, __FILE__, __LINE__, #call, ncclGetErrorString(r_)); \
+    } while (0)
+
+/* Without a driver cudaGetDeviceCount fails and leaves count untouched. */
+static int device_count(void) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+int comm_nccl_available(void) { return device_count() > 0; }
+
+/* This rank's part of init that needs no peer: its device, and on rank 0
+ * the unique id that names the communicator. */
+static comm_status local_setup(comm_nccl *c, ncclUniqueId *id, comm_error_t err) {
+    int count = device_count();
+    if (c->device >= count) {
+        snprintf(err, COMM_ERRLEN, "rank %d: local rank %d but only %d GPUs visible",
+                 c->rank, c->device, count);
+        return COMM_ERR;
+    }
+    CUDA_TRY(cudaSetDevice(c->device));
+    if (c->rank == 0) NCCL_TRY(ncclGetUniqueId(id));
+    return COMM_OK;
+}
+
+/* The highest priority lets the scheduler start a reduction's kernels
+ * between the compute kernels queued on the other streams instead of after
+ * them; non-blocking keeps it from syncing with the legacy default stream. */
+static comm_status create_stream(comm_nccl *c, comm_error_t err) {
+    int least, greatest;
+    CUDA_TRY(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_TRY(cudaStreamCreateWithPriority(&c->stream, cudaStreamNonBlocking, greatest));
+    return COMM_OK;
+}
+
+/* 1 when any rank failed (bad != 0 on it). Every rank reaches each such
+ * check whatever happened to it, so one rank's failure ends init on all of
+ * them instead of leaving the rest blocked in the next collective. */
+static int any_failed(int bad, int rank, comm_error_t err) {
+    int any = 0;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any && !bad)
+        snprintf(err, COMM_ERRLEN, "rank %d: NCCL setup failed on another rank", rank);
+    return any;
+}
+
+static comm_status init_comm(comm_nccl *c, ncclUniqueId id, comm_error_t err) {
+    NCCL_TRY(ncclCommInitRank(&c->comm, c->world, id, c->rank));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
+                           comm_error_t err) {
+    *out = NULL;
+    comm_nccl *c = malloc(sizeof *c);
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    int bad = 1;
+    if (!c)
+        snprintf(err, COMM_ERRLEN, "rank %d: out of memory for the NCCL state", rank);
+    else {
+        *c = (comm_nccl){.rank = rank, .world = world, .device = local_rank};
+        bad = local_setup(c, &id, err) != COMM_OK;
+    }
+    if (any_failed(bad, rank, err)) goto fail;
+    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    bad = init_comm(c, id, err) != COMM_OK;
+    if (!bad) bad = create_stream(c, err) != COMM_OK;
+    if (any_failed(bad, rank, err)) goto fail;
+    *out = c;
+    return COMM_OK;
+fail:
+    comm_nccl_free(c);
+    return COMM_ERR;
+}
+
+/* Per-thread device selection: a caller on another thread (a communication
+ * thread) would otherwise enqueue against device 0. */
+static comm_status usable(comm_nccl *c, comm_error_t err) {
+    if (!c->comm) {
+        snprintf(err, COMM_ERRLEN, "rank %d: NCCL communicator was aborted", c->rank);
+        return COMM_ERR;
+    }
+    CUDA_TRY(cudaSetDevice(c->device));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_allreduce_mean(comm_nccl *c, float *dev_buf, size_t n,
+                                     comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    NCCL_TRY(ncclAllReduce(dev_buf, dev_buf, n, ncclFloat, ncclAvg, c->comm, c->stream));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const float *send, float *recv,
+                                          size_t recv_count, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    NCCL_TRY(ncclReduceScatter(send, recv, recv_count, ncclFloat, ncclAvg, c->comm,
+                               c->stream));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_allgather(comm_nccl *c, const float *send, float *recv,
+                                size_t send_count, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    NCCL_TRY(ncclAllGather(send, recv, send_count, ncclFloat, c->comm, c->stream));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_broadcast(comm_nccl *c, float *buf, size_t n, int root,
+                                comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    NCCL_TRY(ncclBroadcast(buf, buf, n, ncclFloat, root, c->comm, c->stream));
+    return COMM_OK;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Aborting frees the communicator and kills its kernels still on the
+ * device, which a hung peer would otherwise keep spinning forever. */
+static comm_status abort_comm(comm_nccl *c) {
+    ncclCommAbort(c->comm);
+    c->comm = NULL;
+    return COMM_ERR;
+}
+
+/* NCCL's detail of its last failure; empty where a build has none. */
+static const char *nccl_detail(void) {
+    const char *s = ncclGetLastError(NULL);
+    return s ? s : "";
+}
+
+comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long step,
+                           comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    /* Short sleeps: the wait is on the step's critical path, and a
+     * collective usually ends within microseconds of the poll. */
+    const struct timespec pause = {0, 50 * 1000};
+    const double start = now_s();
+    for (;;) {
+        cudaError_t q = cudaStreamQuery(c->stream);
+        if (q == cudaSuccess) return COMM_OK;
+        ncclResult_t async = ncclSuccess;
+        ncclResult_t r = ncclCommGetAsyncError(c->comm, &async);
+        if (r != ncclSuccess || async != ncclSuccess) {
+            snprintf(err, COMM_ERRLEN, "%s at step %ld: rank %d: NCCL error: %s (%s); "
+                     "communicator aborted", op, step, c->rank,
+                     ncclGetErrorString(r != ncclSuccess ? r : async), nccl_detail());
+            return abort_comm(c);
+        }
+        if (q != cudaErrorNotReady) {
+            cudaGetLastError();
+            snprintf(err, COMM_ERRLEN, "%s at step %ld: rank %d: CUDA error: %s; "
+                     "communicator aborted", op, step, c->rank, cudaGetErrorString(q));
+            return abort_comm(c);
+        }
+        if (timeout_s > 0 && now_s() - start > timeout_s) {
+            snprintf(err, COMM_ERRLEN, "%s at step %ld: rank %d: not done after %g s "
+                     "(NCCL: %s); communicator aborted", op, step, c->rank, timeout_s,
+                     ncclGetErrorString(async));
+            return abort_comm(c);
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+void *comm_nccl_stream(comm_nccl *c) { return (void *)c->stream; }
+
+void comm_nccl_free(comm_nccl *c) {
+    if (!c) return;
+    if (c->comm) ncclCommDestroy(c->comm);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
