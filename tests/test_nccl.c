@@ -1,4 +1,4 @@
-/* test_nccl.c: the NCCL backend of the gradient collectives (comm/nccl.h).
+/* test_nccl.c: the NCCL backend of the gradient collectives (comm/comm_nccl.h).
  *
  * Needs a GPU: without one every GPU test is skipped and the program exits
  * 77, which ctest reports as skipped rather than passed, so a machine without
@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "nccl.h"
+#include "comm_nccl.h"
 
 #define N 1000           /* floats per rank in each test buffer */
 #define TIMEOUT_S 60.0   /* far above any small collective */

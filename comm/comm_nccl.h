@@ -1,4 +1,4 @@
-/* nccl.h: the NCCL backend of the gradient collectives, for training on GPUs.
+/* comm_nccl.h: the NCCL backend of the gradient collectives, for training on GPUs.
  *
  * One process drives one GPU. MPI (comm.h) stays the control plane: it says
  * who this process is and carries NCCL's unique id from rank 0 to the rest;

@@ -1,4 +1,4 @@
-/* nccl.c: the NCCL backend of the gradient collectives (see nccl.h).
+/* comm_nccl.c: the NCCL backend of the gradient collectives (see comm_nccl.h).
  *
  * Plain C against the CUDA runtime and NCCL C APIs: nothing here runs on the
  * device except NCCL's own kernels, so no nvcc is needed. Every CUDA and
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "nccl.h"
+#include "comm_nccl.h"
 
 #if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
 #error "gptrain needs NCCL >= 2.10 (ncclAvg)"
