@@ -249,9 +249,24 @@ void gpt_backward(gpt_model *m, float grad_scale) {
     gpt_layernorm_backward(a->dres, G(m, GPT_T_LNF_W(c)), G(m, GPT_T_LNF_B(c)),
                            a->dln, last, P(m, GPT_T_LNF_W(c)), a->lnf_mean,
                            a->lnf_rstd, BT, C);
+    const gpt_tensor *t = m->table.t;
     for (int l = L - 1; l >= 0; l--) {
         const float *resid_in = l > 0 ? a->resid3 + (size_t)(l - 1) * BT * C : a->encoded;
         block_backward(m, l, resid_in);
+        /* A layer's range runs from its first tensor to the next layer's
+         * (or the final LayerNorm's) first tensor, alignment gaps included. */
+        if (m->grads_ready)
+            m->grads_ready(m->grads_ready_ctx, t[GPT_T_LAYER(l, 0)].offset,
+                           t[GPT_T_LAYER(l + 1, 0)].offset);
     }
     gpt_encoder_backward(G(m, GPT_T_WTE), G(m, GPT_T_WPE), a->dres, a->tokens, B, T, C);
+    if (m->grads_ready) {
+        m->grads_ready(m->grads_ready_ctx, 0, t[GPT_T_LAYER(0, 0)].offset);
+        m->grads_ready(m->grads_ready_ctx, t[GPT_T_LNF_W(c)].offset, m->table.total);
+    }
+}
+
+void gpt_set_grads_ready(gpt_model *m, gpt_grads_ready_fn fn, void *ctx) {
+    m->grads_ready = fn;
+    m->grads_ready_ctx = ctx;
 }

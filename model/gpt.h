@@ -101,6 +101,13 @@ float gpt_rng_normal(gpt_rng *r);  /* N(0, 1) */
 
 typedef struct gpt_acts gpt_acts; /* activations; private to model/ */
 
+/* Told by gpt_backward that floats [lo, hi) of the gradient buffer are final
+ * for this pass: each layer's range as soon as its block is done (last layer
+ * first), then the rest (embeddings, final LayerNorm) at the end. Together
+ * the calls cover the whole buffer once. Lets communication of finished
+ * gradients overlap the rest of backward. */
+typedef void (*gpt_grads_ready_fn)(void *ctx, size_t lo, size_t hi);
+
 typedef struct {
     gpt_config cfg;
     gpt_table table;
@@ -110,6 +117,8 @@ typedef struct {
     float *v;
     size_t opt_lo, opt_hi; /* the whole buffer unless sharded (ZeRO >= 1) */
     int adam_step;  /* number of optimizer steps taken */
+    gpt_grads_ready_fn grads_ready; /* see gpt_set_grads_ready */
+    void *grads_ready_ctx;
     int B, T;       /* activation capacity (set by gpt_model_create) */
     int cur_B, cur_T; /* shape of the last gpt_forward */
     gpt_acts *acts;
@@ -143,6 +152,9 @@ void gpt_zero_grad(gpt_model *m);
  * Gradients are ADDED into m->grads, scaled by grad_scale (1/accum_steps for
  * gradient accumulation), so micro-steps accumulate. */
 void gpt_backward(gpt_model *m, float grad_scale);
+
+/* Sets the hook of every later gpt_backward; NULL turns it off. */
+void gpt_set_grads_ready(gpt_model *m, gpt_grads_ready_fn fn, void *ctx);
 
 /* L2 norm of the whole gradient buffer. */
 float gpt_grad_norm(const gpt_model *m);

@@ -160,6 +160,47 @@ static void test_grad_accumulation(void **state) {
     gpt_model_free(&b);
 }
 
+/* The ready hook: ranges tile the buffer once, and each is final when told. */
+typedef struct {
+    const gpt_model *m;
+    float *snap;          /* gradient values at the moment each range was told */
+    unsigned char *seen;  /* times each float was covered */
+    int calls;
+} hook_log;
+
+static void on_ready(void *ctx, size_t lo, size_t hi) {
+    hook_log *h = ctx;
+    h->calls++;
+    for (size_t i = lo; i < hi; i++) {
+        h->seen[i]++;
+        h->snap[i] = h->m->grads[i];
+    }
+}
+
+static void test_grads_ready_hook(void **state) {
+    (void)state;
+    gpt_config c = {3, 2, 24, 8, 37, 0};
+    gpt_error_t err;
+    gpt_model m;
+    assert_int_equal(gpt_model_create(&m, &c, 2, 6, err), GPT_OK);
+    gpt_init_weights(&m, 5);
+    hook_log h = {&m, calloc(m.table.total, sizeof(float)), calloc(m.table.total, 1), 0};
+    gpt_set_grads_ready(&m, on_ready, &h);
+    int tok[13];
+    for (int i = 0; i < 13; i++) tok[i] = (i * 5 + 1) % 37;
+    gpt_zero_grad(&m);
+    assert_int_equal(gpt_forward(&m, tok, tok + 1, 2, 6, err), GPT_OK);
+    gpt_backward(&m, 1.0f);
+    assert_int_equal(h.calls, 3 + 2);
+    for (size_t i = 0; i < m.table.total; i++) {
+        assert_int_equal(h.seen[i], 1);
+        assert_true(h.snap[i] == m.grads[i]);
+    }
+    free(h.snap);
+    free(h.seen);
+    gpt_model_free(&m);
+}
+
 static void test_flops(void **state) {
     (void)state;
     gpt_config c;
@@ -178,6 +219,7 @@ int main(void) {
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_bad_tokens),
         cmocka_unit_test(test_grad_accumulation),
+        cmocka_unit_test(test_grads_ready_hook),
         cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
