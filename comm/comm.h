@@ -5,8 +5,19 @@
  * world of one (MPI singleton), so the debug run and `mpirun -np 1` take the
  * same path. Every collective here must be called by all ranks in the same
  * order; each is deterministic for a given world size (Open MPI picks the
- * algorithm from the size and rank count alone). NCCL, bucketed overlap and
- * ZeRO sharding land here later. */
+ * algorithm from the size and rank count alone).
+ *
+ * Collective watchdog. A rank that dies or stops would otherwise leave the
+ * others blocked in a collective forever. So every collective here is started
+ * non-blocking and waited for by polling; one that has not finished after the
+ * timeout (comm_set_timeout, 600 s by default) prints one line to stderr,
+ * "gptrain: rank R (host H): collective OP (N bytes) at step S did not finish
+ * within T s; ...; aborting the job", naming the ranks on this host that did
+ * not arrive where it can tell, and ends the whole job with
+ * MPI_Abort(MPI_COMM_WORLD, 3): the one place where library code ends the
+ * process, since a hung job has no caller left to return to. Exit code 3 is
+ * the watchdog's (docs/training.md). The NCCL collectives have their own
+ * watchdog, comm_nccl_wait (comm_nccl.h), which returns an error instead. */
 #ifndef COMM_H
 #define COMM_H
 
@@ -26,18 +37,42 @@ typedef struct {
 /* Initialises MPI (if not yet) and fills ctx. */
 comm_status comm_init(comm_ctx *ctx, comm_error_t err);
 
-/* Finalises MPI if comm_init initialised it. */
+/* Finalises MPI if comm_init initialised it. Collective. */
 void comm_finalize(comm_ctx *ctx);
+
+/* Seconds any one collective may take on this rank, from its start to its
+ * end, before the watchdog aborts the job; <= 0 turns the watchdog off.
+ * Waiting for a slow peer counts, so allow for the longest stretch of work
+ * one rank does between collectives (a checkpoint, a sample). Default 600. */
+void comm_set_timeout(double seconds);
+
+/* The training step the next collectives belong to, for the watchdog's
+ * message only (0 until set: start-up). */
+void comm_set_step(long step);
 
 /* Replaces buf[0..n) on every rank by the mean over ranks (sum, then divide
  * by the world size). n may exceed INT_MAX; it is reduced in pieces. */
 comm_status comm_allreduce_mean(float *buf, size_t n, comm_error_t err);
+
+/* send holds one block per rank, in rank order, block r of counts[r] floats;
+ * recv[0..counts[rank]) becomes the mean over ranks of their block `rank`:
+ * each rank gets the mean of its own block. */
+comm_status comm_reduce_scatter_mean(const float *send, float *recv, const int *counts,
+                                     comm_error_t err);
+
+/* In place: every rank's buf[displs[r] .. displs[r] + counts[r]) becomes rank
+ * r's, for every rank r. */
+comm_status comm_allgather(float *buf, const int *counts, const int *displs,
+                           comm_error_t err);
 
 /* Mean over ranks of one double (losses). */
 double comm_mean_double(double v);
 
 /* Sum over ranks of one double (squared gradient norms of shards). */
 double comm_sum_double(double v);
+
+/* Largest of one double over ranks (the slowest rank's time). */
+double comm_max_double(double v);
 
 /* Largest value over ranks: how ranks agree on a status, so that a failure
  * on one rank stops all of them instead of leaving the rest in a collective. */

@@ -1,10 +1,10 @@
 /* zero.c: ZeRO stages 0-2 over MPI on the flat buffers (contract in comm.h).
  * The shards are contiguous ranges of the flat buffers, so every collective
- * is one call over one buffer, whatever the tensors inside; sharding never
- * needs to know the tensor table. Reduce-scatter and allgather take per-rank
- * counts, so shards need not be equal and nothing is padded. */
+ * is one call of comm.c (under its watchdog) over one buffer, whatever the
+ * tensors inside; sharding never needs to know the tensor table.
+ * Reduce-scatter and allgather take per-rank counts, so shards need not be
+ * equal and nothing is padded. */
 #include <math.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,19 +71,13 @@ void comm_zero_begin(comm_zero *z, gpt_model *m) {
     if (z->gshard) memset(z->gshard, 0, (z->hi - z->lo) * sizeof(float));
 }
 
-/* gshard += this rank's block of the sum over ranks of grads, divided by P.
- * The block arrives in a separate buffer (recv), not in place, so the
- * accumulation across micro-steps stays in gshard. */
+/* gshard += this rank's block of the mean over ranks of grads. The block
+ * arrives in a separate buffer (recv), not in place, so the accumulation
+ * across micro-steps stays in gshard. */
 static comm_status reduce_scatter_add(comm_zero *z, gpt_model *m, comm_error_t err) {
+    if (comm_reduce_scatter_mean(m->grads, z->recv, z->counts, err)) return COMM_ERR;
     size_t n = z->hi - z->lo;
-    int rc = MPI_Reduce_scatter(m->grads, z->recv, z->counts, MPI_FLOAT, MPI_SUM,
-                                MPI_COMM_WORLD);
-    float inv = 1.0f / (float)z->world;
-    for (size_t i = 0; i < n; i++) z->gshard[i] += z->recv[i] * inv;
-    if (rc != MPI_SUCCESS) {
-        snprintf(err, COMM_ERRLEN, "MPI_Reduce_scatter of %zu floats failed", z->total);
-        return COMM_ERR;
-    }
+    for (size_t i = 0; i < n; i++) z->gshard[i] += z->recv[i];
     return COMM_OK;
 }
 
@@ -109,12 +103,7 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
     /* gpt_update reads the owned range of the whole gradient buffer. */
     memcpy(m->grads + z->lo, z->gshard, n * sizeof(float));
     gpt_update(m, opt, *norm);
-    if (MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, m->params, z->counts, z->displs,
-                       MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS) {
-        snprintf(err, COMM_ERRLEN, "MPI_Allgatherv of %zu floats failed", z->total);
-        return COMM_ERR;
-    }
-    return COMM_OK;
+    return comm_allgather(m->params, z->counts, z->displs, err);
 }
 
 comm_zero_bytes comm_zero_memory(const comm_zero *z) {

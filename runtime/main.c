@@ -1,5 +1,6 @@
 /* main.c: the gptrain executable: dispatches to a subcommand and turns its
- * status into the process exit code. Nothing else in the project exits. */
+ * status into the process exit code. Nothing else in the project exits but
+ * the collective watchdog, which aborts a hung job (comm.h). */
 #include <stdio.h>
 #include <string.h>
 #include "runtime.h"
@@ -8,9 +9,10 @@ static void usage(FILE *out) {
     fprintf(out,
         "usage: gptrain COMMAND [flags]\n\n"
         "commands:\n"
-        "  prep     turn text files or directories into token shards\n"
-        "  train    train a GPT-2 model on token shards\n"
-        "  sample   generate text from a saved model\n\n"
+        "  prep       turn text files or directories into token shards\n"
+        "  train      train a GPT-2 model on token shards\n"
+        "  sample     generate text from a saved model\n"
+        "  commbench  time the CPU collectives at doubling sizes (under mpirun)\n\n"
         "gptrain COMMAND --help lists a command's flags and their defaults.\n"
         "gptrain --version prints the version.\n");
 }
@@ -34,6 +36,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train") == 0) return rt_cmd_train(argc - 2, argv + 2);
     if (strcmp(cmd, "prep") == 0) return rt_cmd_prep(argc - 2, argv + 2);
     if (strcmp(cmd, "sample") == 0) return rt_cmd_sample(argc - 2, argv + 2);
+    if (strcmp(cmd, "commbench") == 0) return rt_cmd_commbench(argc - 2, argv + 2);
     fprintf(stderr, "gptrain: error: unknown command '%s'\n"
             "usage: gptrain COMMAND [flags]  (gptrain --help lists the commands)\n", cmd);
     return 2;

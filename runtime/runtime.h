@@ -3,7 +3,8 @@
  * schedules and the metrics log.
  *
  * Exit codes, decided only by main: 0 success, 1 a failure while running
- * (I/O, memory), 2 bad input (flags, configs, data files, checkpoints). */
+ * (I/O, memory), 2 bad input (flags, configs, data files, checkpoints); and
+ * 3 when the collective watchdog aborts the job (comm.h), not through main. */
 #ifndef RUNTIME_H
 #define RUNTIME_H
 
@@ -114,6 +115,9 @@ rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t er
 int rt_cmd_train(int argc, char **argv);
 int rt_cmd_prep(int argc, char **argv);
 int rt_cmd_sample(int argc, char **argv);
+/* Under mpirun: times the CPU collectives at doubling sizes; rank 0 prints
+ * the table. */
+int rt_cmd_commbench(int argc, char **argv);
 
 /* Prints the error and usage lines for a failed command; returns the exit code. */
 int rt_fail(const char *cmd, rt_status st, const char *msg);

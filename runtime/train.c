@@ -24,6 +24,7 @@ typedef struct {
     float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
     int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
     int zero;
+    float comm_timeout;
 } train_opts;
 
 typedef struct {
@@ -223,6 +224,7 @@ static rt_status agree(trainer *tr, rt_status st, rt_error_t err) {
  * tokens each) of the val split, read in order: the same set every time and
  * for any world size. */
 static rt_status validate(trainer *tr, int step, rt_error_t err) {
+    comm_set_step(step);
     data_loader_reset(&tr->val);
     double sum = 0.0;
     int n = tr->o.val_batches * tr->accum;
@@ -270,6 +272,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
 
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
     double t0 = now_s(), loss = 0.0;
+    comm_set_step(step + 1);
     comm_zero_begin(&tr->zero, &tr->model);
     if ((st = micro_steps(tr, &loss, st, err))) return st;
     loss = comm_mean_double(loss);
@@ -368,7 +371,7 @@ int rt_cmd_train(int argc, char **argv) {
         .schedule = "cosine", .batch = 4, .seq = 64, .steps = 100, .warmup = 10,
         .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
-        .val_batches = 10, .sample_tokens = 128, .log_every = 1};
+        .val_batches = 10, .sample_tokens = 128, .log_every = 1, .comm_timeout = 600};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
@@ -405,6 +408,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"sample-tokens", RT_INT, &o->sample_tokens, "tokens per sample"},
         {"log-every", RT_INT, &o->log_every, "print a step line every N steps"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
+        {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective takes "
+                                                    "longer than this many seconds; 0 is off"},
     };
     int npos, rc = rt_parse_command("train", "usage: gptrain train [flags]", argc, argv,
                                     flags, sizeof(flags) / sizeof(flags[0]), NULL, 0, &npos);
@@ -412,6 +417,7 @@ int rt_cmd_train(int argc, char **argv) {
     rt_error_t err;
     comm_error_t cerr;
     if (comm_init(&tr.comm, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
+    comm_set_timeout(o->comm_timeout);
     if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
     rt_status st = same_settings(&tr, argc, argv, err);
     if (!st) st = agree(&tr, setup(&tr, err), err);
