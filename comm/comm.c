@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "comm.h"
+#include "comm_internal.h"
 
 /* Below this wait MPI_Test is polled back to back; above it the rank naps
  * between polls, 1/32 of the time waited so far and at most 1 ms. A nap
@@ -191,7 +192,7 @@ static _Noreturn void comm_watchdog_abort(const char *op, size_t bytes) {
 }
 
 /* Marks the start of a collective on the board; call before starting it. */
-static void comm_enter(void) {
+void comm_enter(void) {
     if (comm_board) atomic_fetch_add(&comm_board[comm_board_me].entered, 1);
 }
 
@@ -199,7 +200,7 @@ static void comm_enter(void) {
  * wait for a late peer costs no core, and a collective in flight loses only
  * a few percent to the naps. A rank that was stopped while waiting and is
  * woken by the job's abort does not blame its peers. */
-static comm_status comm_wait(int rc, MPI_Request *req, const char *op, size_t bytes,
+comm_status comm_wait(int rc, MPI_Request *req, const char *op, size_t bytes,
                              comm_error_t err) {
     double start = comm_now(), last = start;
     while (rc == MPI_SUCCESS) {

@@ -100,18 +100,41 @@ int comm_all_equal(const void *buf, size_t bytes);
  *            micro-step, so only the shard is kept between micro-steps (the
  *            whole buffer is backward's scratch).
  * Parameters stay whole on every rank (stage 3 is not built yet). */
+/* Stage-0 gradient reduction in buckets that overlaps backward: registered
+ * as the model's gradients-ready hook (gpt_set_grads_ready); armed for the
+ * last micro-step of a step, it starts a non-blocking allreduce of each
+ * bucket of about bucket_bytes as soon as backward has finished it; finish
+ * starts the rest, waits (under the watchdog) and divides by the world size,
+ * leaving the averaged gradient in the model. */
+typedef struct comm_bucketer comm_bucketer;
+comm_status comm_bucketer_new(comm_bucketer **b, gpt_model *m, size_t bucket_bytes,
+                              comm_error_t err);
+void comm_bucketer_arm(comm_bucketer *b);
+comm_status comm_bucketer_finish(comm_bucketer *b, comm_error_t err);
+void comm_bucketer_free(comm_bucketer *b);
+
 typedef struct {
     int stage, rank, world;
     size_t total, lo, hi;
     int *counts, *displs; /* per rank, in floats */
     float *gshard;        /* stages 1-2: this rank's gradient shard */
     float *recv;          /* stages 1-2: where a reduce-scatter lands */
+    comm_bucketer *bucketer; /* stage 0 with several ranks and buckets on */
 } comm_zero;
 
 /* Sets up the shards of m for stage 0, 1 or 2 (shrinking m's AdamW moments
- * for stages >= 1). */
-comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, const comm_ctx *ctx,
-                           comm_error_t err);
+ * for stages >= 1). At stage 0 with several ranks and bucket_bytes > 0 the
+ * gradient is reduced in buckets that overlap the last micro-step's backward
+ * (see comm_bucketer). */
+comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
+                           const comm_ctx *ctx, comm_error_t err);
+
+/* 1 when the last micro-step's backward starts collectives (overlap on): the
+ * ranks must agree on their status before it. */
+int comm_zero_overlaps(const comm_zero *z);
+
+/* Right before the last micro-step's backward. */
+void comm_zero_last_backward(comm_zero *z);
 void comm_zero_free(comm_zero *z);
 
 /* Before a step's first micro-step: clears the gradients. */

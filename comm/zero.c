@@ -13,8 +13,8 @@
 
 #define ZERO_ALIGN 16
 
-comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, const comm_ctx *ctx,
-                           comm_error_t err) {
+comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
+                           const comm_ctx *ctx, comm_error_t err) {
     memset(z, 0, sizeof(*z));
     if (stage < 0 || stage > 2) {
         snprintf(err, COMM_ERRLEN, "--zero %d is not supported (stages 0, 1 and 2 are)", stage);
@@ -51,6 +51,11 @@ comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, const comm_ctx
         z->recv = calloc(z->hi - z->lo + 1, sizeof(float));
         if (!z->gshard || !z->recv) goto nomem;
     }
+    if (stage == 0 && ctx->world > 1 && bucket_bytes > 0 &&
+        comm_bucketer_new(&z->bucketer, m, bucket_bytes, err)) {
+        comm_zero_free(z);
+        return COMM_ERR;
+    }
     return COMM_OK;
 nomem:
     comm_zero_free(z);
@@ -63,7 +68,14 @@ void comm_zero_free(comm_zero *z) {
     free(z->displs);
     free(z->gshard);
     free(z->recv);
+    comm_bucketer_free(z->bucketer);
     memset(z, 0, sizeof(*z));
+}
+
+int comm_zero_overlaps(const comm_zero *z) { return z->bucketer != NULL; }
+
+void comm_zero_last_backward(comm_zero *z) {
+    if (z->bucketer) comm_bucketer_arm(z->bucketer);
 }
 
 void comm_zero_begin(comm_zero *z, gpt_model *m) {
@@ -92,7 +104,9 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
                            comm_error_t err) {
     comm_status st = COMM_OK;
     if (z->stage == 0) {
-        if ((st = comm_allreduce_mean(m->grads, z->total, err))) return st;
+        st = z->bucketer ? comm_bucketer_finish(z->bucketer, err)
+                         : comm_allreduce_mean(m->grads, z->total, err);
+        if (st) return st;
         *norm = gpt_grad_norm(m);
         gpt_update(m, opt, *norm);
         return COMM_OK;

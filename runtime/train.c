@@ -24,7 +24,7 @@ typedef struct {
     float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
     int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
     int zero;
-    float comm_timeout;
+    float comm_timeout, bucket_mb;
 } train_opts;
 
 typedef struct {
@@ -168,7 +168,8 @@ static rt_status setup(trainer *tr, rt_error_t err) {
     }
     gpt_init_weights(&tr->model, (uint64_t)o->seed);
     comm_error_t cerr;
-    if (comm_zero_init(&tr->zero, &tr->model, o->zero, &tr->comm, cerr)) {
+    if (comm_zero_init(&tr->zero, &tr->model, o->zero, (size_t)(o->bucket_mb * 1048576.0f),
+                       &tr->comm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_USAGE;
     }
@@ -250,22 +251,27 @@ static rt_status sample(trainer *tr, rt_error_t err) {
 }
 
 /* Forward and backward over this rank's micro-steps; gradients accumulate.
- * At stage 2 every micro-step ends in a collective, so the ranks agree on
- * the status before each; otherwise once, after the last. */
+ * Ranks agree on their status before any backward that starts collectives
+ * (every micro-step at stage 2; the last one when buckets overlap backward),
+ * so a rank that failed never meets a collective the others started;
+ * otherwise once, after the last micro-step. */
 static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t err) {
-    int per_micro = tr->zero.stage == 2;
+    int per_micro = tr->zero.stage == 2, overlap = comm_zero_overlaps(&tr->zero);
     for (int k = 0; k < tr->accum; k++) {
-        if (!st && !(st = next_batch(tr, &tr->train, err)) && !(st = forward(tr, err))) {
+        int last = k == tr->accum - 1, agreed = per_micro || (last && overlap);
+        if (!st && !(st = next_batch(tr, &tr->train, err))) st = forward(tr, err);
+        if (agreed && (st = agree(tr, st, err))) return st;
+        if (!st) {
+            if (last) comm_zero_last_backward(&tr->zero);
             gpt_backward(&tr->model, 1.0f / tr->accum);
             *loss += tr->model.mean_loss / tr->accum;
         }
-        if (!per_micro) continue;
-        if ((st = agree(tr, st, err))) return st;
         comm_error_t cerr;
-        if (comm_zero_micro_done(&tr->zero, &tr->model, cerr)) {
+        if (per_micro && comm_zero_micro_done(&tr->zero, &tr->model, cerr)) {
             snprintf(err, RT_ERRLEN, "%s", cerr);
             return RT_ERR_RUN;
         }
+        if (last && agreed) return RT_OK;
     }
     return agree(tr, st, err);
 }
@@ -371,7 +377,7 @@ int rt_cmd_train(int argc, char **argv) {
         .schedule = "cosine", .batch = 4, .seq = 64, .steps = 100, .warmup = 10,
         .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
-        .val_batches = 10, .sample_tokens = 128, .log_every = 1, .comm_timeout = 600};
+        .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f, .comm_timeout = 600};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
@@ -398,6 +404,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"beta2", RT_FLOAT, &o->beta2, "AdamW beta2"},
         {"eps", RT_FLOAT, &o->eps, "AdamW epsilon"},
         {"seed", RT_LONG, &o->seed, "seed for the weights, the data order and samples"},
+        {"bucket-mb", RT_FLOAT, &o->bucket_mb, "ZeRO 0: reduce gradients in buckets of this "
+                                               "many MB during backward; 0 reduces after it"},
         {"zero", RT_INT, &o->zero, "ZeRO stage: 0 replicates everything, 1 shards the "
                                    "optimizer state, 2 also the gradients"},
         {"no-shuffle", RT_BOOL, &o->no_shuffle, "read the shards in order (for debugging)"},

@@ -1,5 +1,6 @@
-# dp_equivalence.sh: data parallelism under real mpirun. For ZeRO stages 0,
-# 1, 2 and P = 1..4 ranks at micro-batch B (2 accumulation steps), the
+# dp_equivalence.sh: data parallelism under real mpirun. For ZeRO stages 0
+# (reducing after backward, and in small buckets overlapping it), 1, 2 and
+# P = 1..4 ranks at micro-batch B (2 accumulation steps), the
 # per-step losses and the final parameters equal those of one rank at
 # micro-batch P*B and of one rank accumulating 2P micro-batches of B
 # (relative error <= 1e-5); the reported bytes per rank fall as 1/P for the
@@ -30,8 +31,14 @@ for P in 1 2 3 4; do
     total=$((2 * P * B * T))
     run_p 1 "$tmp/w$P" --batch $((P * B)) --total-batch $total
     run_p 1 "$tmp/a$P" --batch $B --total-batch $total
-    for Z in 0 1 2; do
-        run_p "$P" "$tmp/p$P-$Z" --batch $B --total-batch $total --zero $Z
+    # 0 reduces after backward, 0b in 50 KB buckets during it (default: 25 MB)
+    for Z in 0 0b 1 2; do
+        case $Z in
+            0) flags="--zero 0 --bucket-mb 0" ;;
+            0b) flags="--zero 0 --bucket-mb 0.05" ;;
+            *) flags="--zero $Z" ;;
+        esac
+        run_p "$P" "$tmp/p$P-$Z" --batch $B --total-batch $total $flags
         for ref in w a; do
             close_losses "$tmp/p$P-$Z/metrics.jsonl" "$tmp/$ref$P/metrics.jsonl" ||
                 fail "P=$P zero=$Z: losses differ from the one-rank run ($ref)"
@@ -52,8 +59,9 @@ for P in 1 2 3 4; do
     pass
 done
 
-for Z in 0 2; do
-    run_p 3 "$tmp/again$Z" --batch $B --total-batch $((6 * B * T)) --zero $Z
+for Z in 0b 2; do
+    [ $Z = 0b ] && flags="--zero 0 --bucket-mb 0.05" || flags="--zero $Z"
+    run_p 3 "$tmp/again$Z" --batch $B --total-batch $((6 * B * T)) $flags
     cmp -s <(losses "$tmp/p3-$Z/metrics.jsonl") <(losses "$tmp/again$Z/metrics.jsonl") ||
         fail "two 3-rank runs differ (zero=$Z)"
     "$compare" "$tmp/p3-$Z/model.h5" "$tmp/again$Z/model.h5" 0 >/dev/null ||
