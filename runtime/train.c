@@ -23,7 +23,7 @@ typedef struct {
     long total_batch, seed;
     float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
     int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
-    int zero;
+    int zero, dry_run;
     float comm_timeout, bucket_mb;
 } train_opts;
 
@@ -179,7 +179,8 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "out of memory for the batch buffers");
         return RT_ERR_RUN;
     }
-    if (tr->comm.rank != 0) return RT_OK; /* rank 0 writes the run directory */
+    /* Rank 0 writes the run directory; a dry run writes nothing. */
+    if (tr->comm.rank != 0 || o->dry_run) return RT_OK;
     if ((st = rt_mkdirs(o->run_dir, err)) || (st = save_tokenizer(tr, err)) ||
         (st = rt_metrics_open(&tr->metrics, o->run_dir, err)))
         return st;
@@ -301,19 +302,28 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
     return RT_OK;
 }
 
+/* The resolved model, batch, FLOPs and memory per rank: the start of every
+ * run's output, and all that --dry-run prints. */
+static void print_plan(const trainer *tr) {
+    const train_opts *o = &tr->o;
+    long tokens = (long)tr->accum * o->batch * o->seq * tr->comm.world;
+    printf("model %d layers, %d heads, %d channels, max seq %d, vocab %d (padded %d), %zu "
+           "params\n", tr->cfg.n_layer, tr->cfg.n_head, tr->cfg.n_embd, tr->cfg.max_seq,
+           tr->cfg.vocab, tr->cfg.padded_vocab, gpt_num_params(&tr->cfg));
+    printf("batch %dx%d x %d accum x %d ranks = %ld tokens/step, %.3g GFLOP/step, %d steps, "
+           "lr %g (%s)\n", o->batch, o->seq, tr->accum, tr->comm.world, tokens,
+           gpt_flops_per_step(&tr->cfg, o->seq, tokens) / 1e9, o->steps, o->lr, o->schedule);
+    comm_zero_bytes mem = comm_zero_memory(&tr->zero);
+    printf("memory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
+           "%.1f MiB%s\n", o->zero, mem.params / 1048576.0, mem.grads / 1048576.0,
+           mem.optimizer / 1048576.0, mem.scratch ? " (+ the whole gradient buffer as "
+           "backward scratch)" : "");
+}
+
 static rt_status run(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
-    if (!o->quiet)
-        printf("model %d layers, %d heads, %d channels, vocab %d (padded %d), %zu params; "
-               "batch %dx%d x %d accum x %d ranks\n", tr->cfg.n_layer, tr->cfg.n_head,
-               tr->cfg.n_embd, tr->cfg.vocab, tr->cfg.padded_vocab, gpt_num_params(&tr->cfg),
-               o->batch, o->seq, tr->accum, tr->comm.world);
-    comm_zero_bytes mem = comm_zero_memory(&tr->zero);
-    if (!o->quiet)
-        printf("memory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
-               "%.1f MiB%s\n", o->zero, mem.params / 1048576.0, mem.grads / 1048576.0,
-               mem.optimizer / 1048576.0, mem.scratch ? " (+ the whole gradient buffer as "
-               "backward scratch)" : "");
+    if (!o->quiet || (o->dry_run && tr->comm.rank == 0)) print_plan(tr);
+    if (o->dry_run) return RT_OK;
     rt_status st = RT_OK;
     for (int step = 0; step < o->steps && !st; step++) {
         if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
@@ -416,6 +426,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"sample-tokens", RT_INT, &o->sample_tokens, "tokens per sample"},
         {"log-every", RT_INT, &o->log_every, "print a step line every N steps"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
+        {"dry-run", RT_BOOL, &o->dry_run, "check everything, print the model, FLOPs per "
+                                         "step and memory per rank, and stop"},
         {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective takes "
                                                     "longer than this many seconds; 0 is off"},
     };

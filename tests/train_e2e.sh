@@ -38,6 +38,13 @@ if [ -n "${MPIEXEC:-}" ]; then
     pass
 fi
 
+"$GPTRAIN" train $common --model gpt2-124M --run-dir "$tmp/dry" --dry-run > "$tmp/dry.out" ||
+    fail "--dry-run"
+grep -q "tokens/step, [0-9.]* GFLOP/step" "$tmp/dry.out" && grep -q "^memory per rank (ZeRO stage 0)" "$tmp/dry.out" ||
+    fail "--dry-run output: $(cat "$tmp/dry.out")"
+[ ! -e "$tmp/dry" ] || fail "--dry-run wrote the run directory"
+pass
+
 for s in constant wsd; do
     "$GPTRAIN" train $common --steps 6 --lr-schedule $s --run-dir "$tmp/$s" || fail "schedule $s"
     pass
