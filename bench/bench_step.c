@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         double t0 = now_s();
         gpt_zero_grad(&m);
         gpt_forward(&m, tok, tok + 1, B, T, err);
-        gpt_backward(&m, 1.0f);
+        gpt_backward(&m, 1.0f, err);
         gpt_update(&m, &opt, gpt_grad_norm(&m));
         if (s >= 0) ms[s] = (now_s() - t0) * 1e3;
     }

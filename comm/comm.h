@@ -88,73 +88,79 @@ int comm_all_equal(const void *buf, size_t bytes);
 
 /* ---- ZeRO ------------------------------------------------------------------ */
 
-/* Sharding of the flat buffers for ZeRO stages 0-2. Rank r owns floats
- * [lo, hi) = [r*S, (r+1)*S) clipped to the buffer, S = ceil(total/P) rounded
- * up to 16 floats, so any buffer size and rank count work (the last shards
- * may be short or empty).
+/* Sharding of the flat buffers. Rank r owns floats [lo, hi) = [r*S, (r+1)*S)
+ * clipped to the buffer, S = ceil(total/P) rounded up to 16 floats, so any
+ * buffer size and rank count work (the last shards may be short or empty).
  *   stage 0: gradients averaged whole (allreduce); every rank steps all.
  *   stage 1: AdamW moments kept for the shard only; the accumulated gradient
  *            is reduce-scattered, each rank steps its shard, and parameters
  *            are allgathered.
- *   stage 2: as 1, and the gradient is reduce-scattered after every
- *            micro-step, so only the shard is kept between micro-steps (the
- *            whole buffer is backward's scratch).
- * Parameters stay whole on every rank (stage 3 is not built yet). */
-/* Stage-0 gradient reduction in buckets that overlaps backward: registered
- * as the model's gradients-ready hook (gpt_set_grads_ready); armed for the
- * last micro-step of a step, it starts a non-blocking allreduce of each
- * bucket of about bucket_bytes as soon as backward has finished it; finish
- * starts the rest, waits (under the watchdog) and divides by the world size,
- * leaving the averaged gradient in the model. */
-typedef struct comm_bucketer comm_bucketer;
-comm_status comm_bucketer_new(comm_bucketer **b, gpt_model *m, size_t bucket_bytes,
-                              comm_error_t err);
-void comm_bucketer_arm(comm_bucketer *b);
-comm_status comm_bucketer_finish(comm_bucketer *b, comm_error_t err);
-void comm_bucketer_free(comm_bucketer *b);
+ *   stage 2: as 1, and each unit's gradient (gpt.h: the embeddings, one
+ *            layer, the final LayerNorm) is reduce-scattered during every
+ *            micro-step's backward as soon as it is final, from a slot the
+ *            unit borrows; only the shard is kept between micro-steps.
+ *   stage 3: as 2, and parameters too are kept as the shard only; each unit
+ *            is allgathered into a slot right before forward or backward
+ *            uses it (the next unit's gather starts as a prefetch) and
+ *            dropped right after.
+ * At stages 0-1 with buckets on, the gradient is reduced in buckets of about
+ * bucket_bytes while the last micro-step's backward still runs. */
+typedef struct comm_bucketer comm_bucketer; /* private to bucket.c */
+typedef struct comm_units comm_units;       /* private to units.c */
 
 typedef struct {
     int stage, rank, world;
     size_t total, lo, hi;
     int *counts, *displs; /* per rank, in floats */
-    float *gshard;        /* stages 1-2: this rank's gradient shard */
-    float *recv;          /* stages 1-2: where a reduce-scatter lands */
-    comm_bucketer *bucketer; /* stage 0 with several ranks and buckets on */
+    float *gshard;        /* stages 1-3: this rank's gradient shard */
+    float *recv;          /* stages 1-3: where a reduce-scatter lands */
+    float *pshard;        /* stage 3: this rank's parameter shard */
+    comm_bucketer *bucketer; /* stages 0-1 with several ranks and buckets on */
+    comm_units *units;       /* stages 2-3 */
 } comm_zero;
 
-/* Sets up the shards of m for stage 0, 1 or 2 (shrinking m's AdamW moments
- * for stages >= 1). At stage 0 with several ranks and bucket_bytes > 0 the
- * gradient is reduced in buckets that overlap the last micro-step's backward
- * (see comm_bucketer). */
+/* Sets up the shards of m for the stage. Stages >= 1 shrink m's AdamW
+ * moments; stages >= 2 free m's whole gradient buffer and stage 3 its whole
+ * parameter buffer (so initialise the weights before). It installs m's unit
+ * hook when it needs one. */
 comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
                            const comm_ctx *ctx, comm_error_t err);
+void comm_zero_free(comm_zero *z);
 
-/* 1 when the last micro-step's backward starts collectives (overlap on): the
- * ranks must agree on their status before it. */
+/* 1 when backward starts collectives (buckets, or stages 2-3), so the
+ * ranks must agree on their status before a backward. */
 int comm_zero_overlaps(const comm_zero *z);
+
+/* 1 when forward starts collectives too (stage 3): the ranks must agree
+ * before every forward, and all of them must run every forward (eval and
+ * samples included). */
+int comm_zero_gathers(const comm_zero *z);
 
 /* Right before the last micro-step's backward. */
 void comm_zero_last_backward(comm_zero *z);
-void comm_zero_free(comm_zero *z);
 
 /* Before a step's first micro-step: clears the gradients. */
 void comm_zero_begin(comm_zero *z, gpt_model *m);
 
-/* After each micro-step's backward. Stage 2 reduce-scatters the gradient
- * into the shard and clears the whole buffer for the next micro-step. */
+/* After each micro-step's backward. Stages 2-3 wait for the micro-step's
+ * reduce-scatters and add the averaged shard into the accumulated one. */
 comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err);
 
 /* After the last micro-step: finishes the gradient reduction (allreduce for
  * stage 0, reduce-scatter for stage 1), sets *norm to the global norm of the
- * averaged gradient, takes the AdamW step on this rank's part and
- * allgathers the parameters. */
+ * averaged gradient, takes the AdamW step on this rank's part and, at stages
+ * 1-2, allgathers the parameters. */
 comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
                            comm_error_t err);
 
+/* Stage 3, collective: gathers the whole parameter buffer into a new
+ * m->params on rank 0 (for saving the model); nothing at other stages. */
+comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t err);
+
 /* Bytes this rank holds for each kind of model state, as the ZeRO paper
- * counts them (persistent state), plus the whole-buffer scratch that
- * backward still writes at stage 2 until gradients are reduced in buckets
- * during backward. */
+ * counts them (persistent state), plus the working buffers that scale with
+ * a shard or a unit, not with the model: where reduce-scatters land
+ * (stages >= 1) and the unit slots (stages >= 2). */
 typedef struct {
     size_t params, grads, optimizer, scratch;
 } comm_zero_bytes;

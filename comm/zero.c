@@ -1,36 +1,65 @@
-/* zero.c: ZeRO stages 0-2 over MPI on the flat buffers (contract in comm.h).
- * The shards are contiguous ranges of the flat buffers, so every collective
- * is one call of comm.c (under its watchdog) over one buffer, whatever the
- * tensors inside; sharding never needs to know the tensor table.
- * Reduce-scatter and allgather take per-rank counts, so shards need not be
- * equal and nothing is padded. */
+/* zero.c: ZeRO stages 0-3 over MPI on the flat buffers (contract in comm.h).
+ * The shards are contiguous ranges of the flat buffers, so a whole-buffer
+ * collective is one call of comm.c (under its watchdog), and a piece of the
+ * buffer (a bucket, a unit) splits over the shards it touches with per-rank
+ * counts: any size works on any rank count, nothing is padded, and sharding
+ * never needs the tensor table. The model's unit hook is where stages 0-1
+ * learn that a bucket's gradients are final (bucket.c) and where stages 2-3
+ * hand out gradient and parameter slots (units.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "comm.h"
+#include "comm_internal.h"
 #include "kernels.h"
 
 #define ZERO_ALIGN 16
 
-comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
-                           const comm_ctx *ctx, comm_error_t err) {
-    memset(z, 0, sizeof(*z));
-    if (stage < 0 || stage > 2) {
-        snprintf(err, COMM_ERRLEN, "--zero %d is not supported (stages 0, 1 and 2 are)", stage);
-        return COMM_ERR;
+size_t comm_zero_split(const comm_zero *z, size_t a, size_t b, int *counts, int *displs) {
+    size_t mine = 0;
+    for (int r = 0; r < z->world; r++) {
+        size_t lo = (size_t)z->displs[r], hi = lo + (size_t)z->counts[r];
+        size_t s = a > lo ? a : lo, e = b < hi ? b : hi;
+        counts[r] = s < e ? (int)(e - s) : 0;
+        displs[r] = s < e ? (int)(s - a) : 0;
+        if (r == z->rank && s < e) mine = s - lo;
     }
-    size_t total = m->table.total, P = (size_t)ctx->world;
+    return mine;
+}
+
+int comm_zero_start_rs(const comm_zero *z, const float *send, size_t a, size_t b,
+                       int *counts, int *displs, MPI_Request *req) {
+    size_t off = comm_zero_split(z, a, b, counts, displs);
+    return MPI_Ireduce_scatter(send, z->recv + off, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                               req);
+}
+
+static int zero_hook(void *ctx, gpt_model *m, gpt_unit_event ev, int unit, int backward,
+                     gpt_error_t err) {
+    comm_zero *z = ctx;
+    if (z->units) return comm_units_event(z->units, m, ev, unit, backward, err);
+    if (ev == GPT_GRADS_READY && z->bucketer) {
+        size_t lo, hi;
+        gpt_unit_range(m, unit, &lo, &hi);
+        comm_bucketer_ready(z->bucketer, lo, hi);
+    }
+    return 0;
+}
+
+static comm_status shard(comm_zero *z, size_t total, const comm_ctx *ctx, comm_error_t err) {
+    size_t P = (size_t)ctx->world;
     size_t S = ((total + P - 1) / P + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
     if (S > (size_t)1 << 30) {
         snprintf(err, COMM_ERRLEN, "a shard of %zu floats exceeds MPI's int counts; use "
                  "more ranks", S);
         return COMM_ERR;
     }
-    *z = (comm_zero){.stage = stage, .rank = ctx->rank, .world = ctx->world, .total = total};
     z->counts = calloc(P, sizeof(int));
     z->displs = calloc(P, sizeof(int));
-    if (!z->counts || !z->displs) goto nomem;
+    if (!z->counts || !z->displs) {
+        snprintf(err, COMM_ERRLEN, "out of memory for the ZeRO shards");
+        return COMM_ERR;
+    }
     for (size_t r = 0; r < P; r++) {
         size_t lo = r * S < total ? r * S : total, hi = lo + S < total ? lo + S : total;
         z->counts[r] = (int)(hi - lo);
@@ -40,27 +69,52 @@ comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_
             z->hi = hi;
         }
     }
-    if (stage >= 1) {
-        gpt_error_t gerr;
-        if (gpt_shard_optimizer(m, z->lo, z->hi, gerr)) {
-            snprintf(err, COMM_ERRLEN, "%s", gerr);
-            comm_zero_free(z);
-            return COMM_ERR;
-        }
-        z->gshard = calloc(z->hi - z->lo + 1, sizeof(float));
-        z->recv = calloc(z->hi - z->lo + 1, sizeof(float));
-        if (!z->gshard || !z->recv) goto nomem;
-    }
-    if (stage == 0 && ctx->world > 1 && bucket_bytes > 0 &&
-        comm_bucketer_new(&z->bucketer, m, bucket_bytes, err)) {
-        comm_zero_free(z);
+    return COMM_OK;
+}
+
+/* Stages 1-3 shrink the moments; 2-3 drop the whole gradient buffer and 3
+ * the whole parameter buffer, keeping this rank's shard of the parameters. */
+static comm_status shrink(comm_zero *z, gpt_model *m, comm_error_t err) {
+    gpt_error_t gerr;
+    if (gpt_shard_optimizer(m, z->lo, z->hi, gerr)) {
+        snprintf(err, COMM_ERRLEN, "%s", gerr);
         return COMM_ERR;
     }
+    size_t n = z->hi - z->lo;
+    z->gshard = calloc(n + 1, sizeof(float));
+    z->recv = calloc(n + 1, sizeof(float));
+    if (z->stage >= 3 && (z->pshard = calloc(n + 1, sizeof(float))))
+        memcpy(z->pshard, m->params + z->lo, n * sizeof(float));
+    if (!z->gshard || !z->recv || (z->stage >= 3 && !z->pshard)) {
+        snprintf(err, COMM_ERRLEN, "out of memory for the ZeRO shards");
+        return COMM_ERR;
+    }
+    if (z->stage < 2) return COMM_OK;
+    if (comm_units_new(&z->units, z, m, err)) return COMM_ERR;
+    gpt_release_grads(m);
+    if (z->stage >= 3) gpt_release_params(m);
     return COMM_OK;
-nomem:
-    comm_zero_free(z);
-    snprintf(err, COMM_ERRLEN, "out of memory for the ZeRO shards");
-    return COMM_ERR;
+}
+
+comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
+                           const comm_ctx *ctx, comm_error_t err) {
+    memset(z, 0, sizeof(*z));
+    if (stage < 0 || stage > 3) {
+        snprintf(err, COMM_ERRLEN, "--zero %d is not a ZeRO stage (0, 1, 2 or 3)", stage);
+        return COMM_ERR;
+    }
+    *z = (comm_zero){.stage = stage, .rank = ctx->rank, .world = ctx->world,
+                     .total = m->table.total};
+    comm_status st = shard(z, z->total, ctx, err);
+    if (!st && stage >= 1) st = shrink(z, m, err);
+    if (!st && stage <= 1 && ctx->world > 1 && bucket_bytes > 0)
+        st = comm_bucketer_new(&z->bucketer, z, m->grads, bucket_bytes, err);
+    if (st) {
+        comm_zero_free(z);
+        return st;
+    }
+    if (z->units || z->bucketer) gpt_set_unit_hook(m, zero_hook, z);
+    return COMM_OK;
 }
 
 void comm_zero_free(comm_zero *z) {
@@ -68,11 +122,15 @@ void comm_zero_free(comm_zero *z) {
     free(z->displs);
     free(z->gshard);
     free(z->recv);
+    free(z->pshard);
     comm_bucketer_free(z->bucketer);
+    comm_units_free(z->units);
     memset(z, 0, sizeof(*z));
 }
 
-int comm_zero_overlaps(const comm_zero *z) { return z->bucketer != NULL; }
+int comm_zero_overlaps(const comm_zero *z) { return z->bucketer || z->units; }
+
+int comm_zero_gathers(const comm_zero *z) { return z->stage >= 3; }
 
 void comm_zero_last_backward(comm_zero *z) {
     if (z->bucketer) comm_bucketer_arm(z->bucketer);
@@ -83,21 +141,17 @@ void comm_zero_begin(comm_zero *z, gpt_model *m) {
     if (z->gshard) memset(z->gshard, 0, (z->hi - z->lo) * sizeof(float));
 }
 
-/* gshard += this rank's block of the mean over ranks of grads. The block
- * arrives in a separate buffer (recv), not in place, so the accumulation
- * across micro-steps stays in gshard. */
-static comm_status reduce_scatter_add(comm_zero *z, gpt_model *m, comm_error_t err) {
-    if (comm_reduce_scatter_mean(m->grads, z->recv, z->counts, err)) return COMM_ERR;
-    size_t n = z->hi - z->lo;
-    for (size_t i = 0; i < n; i++) z->gshard[i] += z->recv[i];
-    return COMM_OK;
+/* gshard += recv, which holds this rank's block of the mean gradient. */
+static void add_recv(comm_zero *z) {
+    for (size_t i = 0; i < z->hi - z->lo; i++) z->gshard[i] += z->recv[i];
 }
 
 comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err) {
+    (void)m;
     if (z->stage < 2) return COMM_OK;
-    comm_status st = reduce_scatter_add(z, m, err);
-    gpt_zero_grad(m);
-    return st;
+    if (comm_units_finish(z->units, err)) return COMM_ERR;
+    add_recv(z);
+    return COMM_OK;
 }
 
 comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
@@ -111,22 +165,50 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
         gpt_update(m, opt, *norm);
         return COMM_OK;
     }
-    if (z->stage == 1 && (st = reduce_scatter_add(z, m, err))) return st;
+    if (z->stage == 1) {
+        st = z->bucketer ? comm_bucketer_finish(z->bucketer, err)
+                         : comm_reduce_scatter_mean(m->grads, z->recv, z->counts, err);
+        if (st) return st;
+        add_recv(z);
+    }
     size_t n = z->hi - z->lo;
     *norm = (float)sqrt(comm_sum_double(gpt_sumsq(z->gshard, (long)n)));
-    /* gpt_update reads the owned range of the whole gradient buffer. */
-    memcpy(m->grads + z->lo, z->gshard, n * sizeof(float));
-    gpt_update(m, opt, *norm);
+    /* No gather may still be reading the shard the step writes. */
+    if (z->stage >= 3) {
+        if ((st = comm_units_drop_params(z->units, m, err))) return st;
+        gpt_update_shard(m, opt, *norm, z->pshard, z->gshard);
+        return COMM_OK;
+    }
+    gpt_update_shard(m, opt, *norm, m->params + z->lo, z->gshard);
     return comm_allgather(m->params, z->counts, z->displs, err);
+}
+
+comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t err) {
+    if (z->stage < 3) return COMM_OK;
+    int nomem = z->rank == 0 && !m->params && !(m->params = calloc(z->total, sizeof(float)));
+    if (comm_max_int(nomem)) {
+        snprintf(err, COMM_ERRLEN, "out of memory on rank 0 gathering the model for saving");
+        return COMM_ERR;
+    }
+    size_t n = z->hi - z->lo;
+    MPI_Request req;
+    comm_enter();
+    int rc = MPI_Igatherv(z->pshard, (int)n, MPI_FLOAT, m->params, z->counts, z->displs,
+                          MPI_FLOAT, 0, MPI_COMM_WORLD, &req);
+    return comm_wait(rc, &req, "gather (the model for saving)", z->total * sizeof(float), err);
 }
 
 comm_zero_bytes comm_zero_memory(const comm_zero *z) {
     size_t f = sizeof(float), shard = z->hi - z->lo;
     comm_zero_bytes b = {z->total * f, z->total * f, 2 * z->total * f, 0};
-    if (z->stage >= 1) b.optimizer = 2 * shard * f;
+    if (z->stage >= 1) {
+        b.optimizer = 2 * shard * f;
+        b.scratch = shard * f; /* where reduce-scatters land */
+    }
     if (z->stage >= 2) {
         b.grads = shard * f;
-        b.scratch = z->total * f;
+        b.scratch += comm_units_slot_bytes(z->units);
     }
+    if (z->stage >= 3) b.params = shard * f;
     return b;
 }

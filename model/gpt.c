@@ -58,6 +58,53 @@ static float *alloc_floats(size_t n) {
     return p;
 }
 
+int gpt_num_units(const gpt_config *cfg) { return cfg->n_layer + 2; }
+
+void gpt_unit_range(const gpt_model *m, int u, size_t *lo, size_t *hi) {
+    *lo = m->unit_lo[u];
+    *hi = m->unit_lo[u + 1];
+}
+
+/* Unit u starts at its first tensor's offset; the next unit's start (or the
+ * buffer's end) closes it, so alignment gaps belong to the unit before. */
+static gpt_status units_create(gpt_model *m, gpt_error_t err) {
+    int U = gpt_num_units(&m->cfg), L = m->cfg.n_layer;
+    m->unit_params = calloc((size_t)U, sizeof(float *));
+    m->unit_grads = calloc((size_t)U, sizeof(float *));
+    m->unit_lo = calloc((size_t)U + 1, sizeof(size_t));
+    if (!m->unit_params || !m->unit_grads || !m->unit_lo) {
+        gpt_model_free(m);
+        snprintf(err, GPT_ERRLEN, "out of memory for the unit table");
+        return GPT_ERR_NOMEM;
+    }
+    const gpt_tensor *t = m->table.t;
+    for (int l = 0; l < L; l++) m->unit_lo[GPT_UNIT_LAYER(l)] = t[GPT_T_LAYER(l, 0)].offset;
+    m->unit_lo[GPT_UNIT_LNF(&m->cfg)] = t[GPT_T_LNF_W(&m->cfg)].offset;
+    m->unit_lo[U] = m->table.total;
+    for (int u = 0; u < U; u++) {
+        m->unit_params[u] = m->params + m->unit_lo[u];
+        m->unit_grads[u] = m->grads + m->unit_lo[u];
+    }
+    return GPT_OK;
+}
+
+void gpt_release_grads(gpt_model *m) {
+    free(m->grads);
+    m->grads = NULL;
+    for (int u = 0; u < gpt_num_units(&m->cfg); u++) m->unit_grads[u] = NULL;
+}
+
+void gpt_release_params(gpt_model *m) {
+    free(m->params);
+    m->params = NULL;
+    for (int u = 0; u < gpt_num_units(&m->cfg); u++) m->unit_params[u] = NULL;
+}
+
+void gpt_set_unit_hook(gpt_model *m, gpt_unit_fn fn, void *ctx) {
+    m->unit_hook = fn;
+    m->unit_hook_ctx = ctx;
+}
+
 gpt_status gpt_model_create(gpt_model *m, const gpt_config *cfg, int B, int T,
                             gpt_error_t err) {
     memset(m, 0, sizeof(*m));
@@ -94,12 +141,13 @@ gpt_status gpt_model_create(gpt_model *m, const gpt_config *cfg, int B, int T,
     }
     acts_layout(m->acts, m->acts->block, &m->cfg, B, T);
     m->opt_hi = n;
-    return GPT_OK;
+    return units_create(m, err);
 }
 
 void gpt_model_free(gpt_model *m) {
     free(m->params); free(m->grads); free(m->m); free(m->v);
     free(m->logits); free(m->losses);
+    free(m->unit_params); free(m->unit_grads); free(m->unit_lo);
     if (m->acts) {
         free(m->acts->block); free(m->acts->tokens); free(m->acts->targets);
         free(m->acts);
@@ -120,8 +168,38 @@ static gpt_status check_tokens(const int *x, size_t n, int V, const char *what,
     return GPT_OK;
 }
 
-#define P(m, idx) ((m)->params + (m)->table.t[idx].offset)
-#define G(m, idx) ((m)->grads + (m)->table.t[idx].offset)
+static int tensor_unit(const gpt_config *c, int idx) {
+    if (idx < GPT_T_LAYER(0, 0)) return GPT_UNIT_EMB;
+    if (idx >= GPT_T_LNF_W(c)) return GPT_UNIT_LNF(c);
+    return GPT_UNIT_LAYER((idx - GPT_T_LAYER(0, 0)) / GPT_LAYER_TENSORS);
+}
+
+/* Where tensor idx's parameters (gradients) are now: inside its unit's
+ * current memory, at the tensor's offset within the unit. */
+static float *param(const gpt_model *m, int idx) {
+    int u = tensor_unit(&m->cfg, idx);
+    return m->unit_params[u] + (m->table.t[idx].offset - m->unit_lo[u]);
+}
+
+static float *grad(const gpt_model *m, int idx) {
+    int u = tensor_unit(&m->cfg, idx);
+    return m->unit_grads[u] + (m->table.t[idx].offset - m->unit_lo[u]);
+}
+
+#define P(m, idx) param(m, idx)
+#define G(m, idx) grad(m, idx)
+
+/* Tells the unit hook (if any) about a unit; a refusal ends the pass. */
+static gpt_status tell(gpt_model *m, gpt_unit_event ev, int unit, int backward,
+                       gpt_error_t err) {
+    if (!m->unit_hook || m->unit_hook(m->unit_hook_ctx, m, ev, unit, backward, err) == 0)
+        return GPT_OK;
+    return GPT_ERR_HOOK;
+}
+#define TELL(ev, unit, bwd) do { \
+        gpt_status tell_st_ = tell(m, ev, unit, bwd, err); \
+        if (tell_st_) return tell_st_; \
+    } while (0)
 
 gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
                        int B, int T, gpt_error_t err) {
@@ -141,9 +219,11 @@ gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
     m->cur_T = T;
     memcpy(a->tokens, tokens, BT * sizeof(int));
 
+    TELL(GPT_NEED_PARAMS, GPT_UNIT_EMB, 0);
     gpt_encoder_forward(a->encoded, tokens, P(m, GPT_T_WTE), P(m, GPT_T_WPE), B, T, C);
     const float *resid = a->encoded;
     for (int l = 0; l < L; l++) {
+        TELL(GPT_NEED_PARAMS, GPT_UNIT_LAYER(l), 0);
         size_t o = l * BT * C, os = l * BT;
         float *ln1 = a->ln1 + o, *qkv = a->qkv + 3 * o, *atty = a->atty + o;
         float *att = a->att + (size_t)l * B * NH * T * T;
@@ -170,10 +250,14 @@ gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
                            P(m, GPT_T_LAYER(l, GPT_FCPROJ_B)), BT, 4 * C, C);
         gpt_residual_forward(resid3, resid3, resid2, BT * C);
         resid = resid3;
+        TELL(GPT_DONE_PARAMS, GPT_UNIT_LAYER(l), 0);
     }
+    TELL(GPT_NEED_PARAMS, GPT_UNIT_LNF(c), 0);
     gpt_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, resid,
                           P(m, GPT_T_LNF_W(c)), P(m, GPT_T_LNF_B(c)), BT, C);
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_LNF(c), 0);
     gpt_matmul_forward(m->logits, a->lnf, P(m, GPT_T_WTE), NULL, BT, C, Vp);
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_EMB, 0);
     if (!targets) return GPT_OK;
 
     memcpy(a->targets, targets, BT * sizeof(int));
@@ -185,7 +269,7 @@ gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
 }
 
 void gpt_zero_grad(gpt_model *m) {
-    memset(m->grads, 0, m->table.total * sizeof(float));
+    if (m->grads) memset(m->grads, 0, m->table.total * sizeof(float));
 }
 
 static void zero(float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
@@ -232,41 +316,44 @@ static void block_backward(gpt_model *m, int l, const float *resid_in) {
                            a->ln1_rstd + os, BT, C);
 }
 
-void gpt_backward(gpt_model *m, float grad_scale) {
+/* Both NEED events of a unit in backward. */
+static gpt_status need_unit(gpt_model *m, int unit, gpt_error_t err) {
+    TELL(GPT_NEED_PARAMS, unit, 1);
+    TELL(GPT_NEED_GRADS, unit, 1);
+    return GPT_OK;
+}
+
+gpt_status gpt_backward(gpt_model *m, float grad_scale, gpt_error_t err) {
     const gpt_config *c = &m->cfg;
     gpt_acts *a = m->acts;
     int B = m->cur_B, T = m->cur_T, C = c->n_embd, L = c->n_layer;
     int Vp = c->padded_vocab;
     size_t BT = (size_t)B * T;
+    gpt_status st;
     /* Mean loss over B*T positions, times the accumulation scale. */
     gpt_softmax_xent_backward(m->logits, m->logits, a->lse, a->targets,
                               grad_scale / (float)BT, BT, c->vocab, Vp);
+    if ((st = need_unit(m, GPT_UNIT_EMB, err))) return st;
     zero(a->dln, BT * C);
     gpt_matmul_backward(a->dln, G(m, GPT_T_WTE), NULL, m->logits, a->lnf,
                         P(m, GPT_T_WTE), BT, C, Vp);
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_EMB, 1);
+    if ((st = need_unit(m, GPT_UNIT_LNF(c), err))) return st;
     zero(a->dres, BT * C);
     const float *last = L > 0 ? a->resid3 + (size_t)(L - 1) * BT * C : a->encoded;
     gpt_layernorm_backward(a->dres, G(m, GPT_T_LNF_W(c)), G(m, GPT_T_LNF_B(c)),
                            a->dln, last, P(m, GPT_T_LNF_W(c)), a->lnf_mean,
                            a->lnf_rstd, BT, C);
-    const gpt_tensor *t = m->table.t;
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_LNF(c), 1);
+    TELL(GPT_GRADS_READY, GPT_UNIT_LNF(c), 1);
     for (int l = L - 1; l >= 0; l--) {
         const float *resid_in = l > 0 ? a->resid3 + (size_t)(l - 1) * BT * C : a->encoded;
+        if ((st = need_unit(m, GPT_UNIT_LAYER(l), err))) return st;
         block_backward(m, l, resid_in);
-        /* A layer's range runs from its first tensor to the next layer's
-         * (or the final LayerNorm's) first tensor, alignment gaps included. */
-        if (m->grads_ready)
-            m->grads_ready(m->grads_ready_ctx, t[GPT_T_LAYER(l, 0)].offset,
-                           t[GPT_T_LAYER(l + 1, 0)].offset);
+        TELL(GPT_DONE_PARAMS, GPT_UNIT_LAYER(l), 1);
+        TELL(GPT_GRADS_READY, GPT_UNIT_LAYER(l), 1);
     }
     gpt_encoder_backward(G(m, GPT_T_WTE), G(m, GPT_T_WPE), a->dres, a->tokens, B, T, C);
-    if (m->grads_ready) {
-        m->grads_ready(m->grads_ready_ctx, 0, t[GPT_T_LAYER(0, 0)].offset);
-        m->grads_ready(m->grads_ready_ctx, t[GPT_T_LNF_W(c)].offset, m->table.total);
-    }
-}
-
-void gpt_set_grads_ready(gpt_model *m, gpt_grads_ready_fn fn, void *ctx) {
-    m->grads_ready = fn;
-    m->grads_ready_ctx = ctx;
+    TELL(GPT_GRADS_READY, GPT_UNIT_EMB, 1);
+    return GPT_OK;
 }

@@ -19,6 +19,7 @@ typedef enum {
     GPT_ERR_CONFIG = 1, /* the user asked for an impossible configuration */
     GPT_ERR_NOMEM = 2,  /* an allocation failed */
     GPT_ERR_INPUT = 3,  /* bad input data (e.g. a token id outside the vocab) */
+    GPT_ERR_HOOK = 4,   /* the unit hook failed (its message is passed on) */
 } gpt_status;
 
 /* Caller-owned buffer for a one-line error message. */
@@ -100,15 +101,56 @@ float gpt_rng_normal(gpt_rng *r);  /* N(0, 1) */
 /* ---- the model --------------------------------------------------------- */
 
 typedef struct gpt_acts gpt_acts; /* activations; private to model/ */
+typedef struct gpt_model gpt_model;
 
-/* Told by gpt_backward that floats [lo, hi) of the gradient buffer are final
- * for this pass: each layer's range as soon as its block is done (last layer
- * first), then the rest (embeddings, final LayerNorm) at the end. Together
- * the calls cover the whole buffer once. Lets communication of finished
- * gradients overlap the rest of backward. */
-typedef void (*gpt_grads_ready_fn)(void *ctx, size_t lo, size_t hi);
+/* ---- units: the pieces ZeRO gathers and reduces ------------------------- */
 
-typedef struct {
+/* A unit is one contiguous range of the flat buffers: unit 0 holds the
+ * embeddings (wte, wpe), unit 1 + l layer l, and the last unit, n_layer + 1,
+ * the final LayerNorm. Together they tile the buffers in order. Forward and
+ * backward reach a unit's parameters and gradients only through
+ * unit_params[u] and unit_grads[u], pointers to the unit's first float. They
+ * point into params and grads by default; a unit hook may point them at
+ * other memory (ZeRO-3's gathered copy, ZeRO-2's gradient slot). */
+#define GPT_UNIT_EMB 0
+#define GPT_UNIT_LAYER(l) (1 + (l))
+#define GPT_UNIT_LNF(cfg) ((cfg)->n_layer + 1)
+int gpt_num_units(const gpt_config *cfg);
+
+/* What a pass is about to do with a unit, told to the unit hook. Forward:
+ * NEED_PARAMS(emb); per layer NEED_PARAMS / DONE_PARAMS; NEED_PARAMS(lnf),
+ * DONE_PARAMS(lnf); DONE_PARAMS(emb) after the logits. Backward, units in
+ * the order emb (the tied LM head), lnf, last layer .. first layer: per unit
+ * NEED_PARAMS, NEED_GRADS, DONE_PARAMS, GRADS_READY, except that the
+ * embedding unit's GRADS_READY comes last (the token and position
+ * embeddings' gradients are added at the very end). A unit's gradients are
+ * added to, never overwritten, so a slot handed out on NEED_GRADS must hold
+ * what should be added to (zeros for a fresh micro-step). */
+typedef enum {
+    GPT_NEED_PARAMS,  /* the pass is about to read the unit's parameters */
+    GPT_DONE_PARAMS,  /* ... and will not read them again in this pass */
+    GPT_NEED_GRADS,   /* backward is about to add into the unit's gradients */
+    GPT_GRADS_READY,  /* the unit's gradients are final for this backward */
+} gpt_unit_event;
+
+/* Returns 0, or non-zero after writing a message into err, which stops the
+ * pass with GPT_ERR_HOOK. backward is 1 inside gpt_backward. */
+typedef int (*gpt_unit_fn)(void *ctx, gpt_model *m, gpt_unit_event ev, int unit,
+                           int backward, gpt_error_t err);
+
+/* Sets the hook of every later pass; NULL turns it off. */
+void gpt_set_unit_hook(gpt_model *m, gpt_unit_fn fn, void *ctx);
+
+/* Floats [lo, hi) of the flat buffers that unit u covers. */
+void gpt_unit_range(const gpt_model *m, int u, size_t *lo, size_t *hi);
+
+/* ZeRO-2/3: frees the whole gradient buffer (or parameter buffer); from then
+ * on the unit hook must point unit_grads (unit_params) at memory on
+ * NEED_GRADS (NEED_PARAMS). m->grads (m->params) becomes NULL. */
+void gpt_release_grads(gpt_model *m);
+void gpt_release_params(gpt_model *m);
+
+struct gpt_model {
     gpt_config cfg;
     gpt_table table;
     float *params; /* table.total floats each */
@@ -117,8 +159,10 @@ typedef struct {
     float *v;
     size_t opt_lo, opt_hi; /* the whole buffer unless sharded (ZeRO >= 1) */
     int adam_step;  /* number of optimizer steps taken */
-    gpt_grads_ready_fn grads_ready; /* see gpt_set_grads_ready */
-    void *grads_ready_ctx;
+    float **unit_params, **unit_grads; /* per unit, see "units" above */
+    size_t *unit_lo;                   /* first float of each unit, and total */
+    gpt_unit_fn unit_hook;             /* see gpt_set_unit_hook */
+    void *unit_hook_ctx;
     int B, T;       /* activation capacity (set by gpt_model_create) */
     int cur_B, cur_T; /* shape of the last gpt_forward */
     gpt_acts *acts;
@@ -126,7 +170,7 @@ typedef struct {
                      * zero. gpt_backward overwrites it with the logit gradient. */
     float *losses;  /* (B, T) per-position cross-entropy after gpt_forward with targets */
     float mean_loss;
-} gpt_model;
+};
 
 /* Allocates all buffers for micro-batch B and sequence length T (T <= max_seq),
  * all zero. Use gpt_init_weights or copy parameters in afterwards. */
@@ -145,16 +189,15 @@ void gpt_init_weights(gpt_model *m, uint64_t seed);
 gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
                        int B, int T, gpt_error_t err);
 
-/* Sets the gradient buffer to zero (before the first micro-step). */
+/* Sets the gradient buffer to zero (before the first micro-step); nothing
+ * after gpt_release_grads. */
 void gpt_zero_grad(gpt_model *m);
 
 /* Backward pass of the last gpt_forward (which must have had targets).
  * Gradients are ADDED into m->grads, scaled by grad_scale (1/accum_steps for
- * gradient accumulation), so micro-steps accumulate. */
-void gpt_backward(gpt_model *m, float grad_scale);
-
-/* Sets the hook of every later gpt_backward; NULL turns it off. */
-void gpt_set_grads_ready(gpt_model *m, gpt_grads_ready_fn fn, void *ctx);
+ * gradient accumulation), so micro-steps accumulate. Fails only when the
+ * unit hook does. */
+gpt_status gpt_backward(gpt_model *m, float grad_scale, gpt_error_t err);
 
 /* L2 norm of the whole gradient buffer. */
 float gpt_grad_norm(const gpt_model *m);
@@ -170,6 +213,12 @@ typedef struct {
  * gradient, computed once) and applies one AdamW step to the owned range
  * [opt_lo, opt_hi) of the parameters (all of them unless sharded). */
 void gpt_update(gpt_model *m, const gpt_adamw *opt, float grad_norm);
+
+/* The same step where this rank's parameters and gradients of the owned
+ * range live in their own buffers: params[i] and grads[i] are float
+ * opt_lo + i of the flat buffers (ZeRO-2/3's shards). */
+void gpt_update_shard(gpt_model *m, const gpt_adamw *opt, float grad_norm, float *params,
+                      const float *grads);
 
 /* ZeRO: this rank keeps AdamW moments only for [lo, hi) of the flat buffers,
  * and gpt_update steps only that range; the moments shrink to hi - lo floats

@@ -11,25 +11,30 @@ float gpt_grad_norm(const gpt_model *m) {
     return (float)sqrt(gpt_sumsq(m->grads, (long)m->table.total));
 }
 
-void gpt_update(gpt_model *m, const gpt_adamw *opt, float grad_norm) {
+void gpt_update_shard(gpt_model *m, const gpt_adamw *opt, float grad_norm, float *params,
+                      const float *grads) {
     float scale = 1.0f;
     if (opt->grad_clip > 0.0f) {
         float coef = opt->grad_clip / (grad_norm + 1e-6f);
         scale = coef < 1.0f ? coef : 1.0f;
     }
     m->adam_step++;
-    /* Each tensor's part inside the owned range; moments are indexed from
-     * opt_lo. Alignment gaps between tensors are never touched. */
+    /* Each tensor's part inside the owned range; params, grads and moments
+     * are all indexed from opt_lo. Alignment gaps are never touched. */
+    size_t lo = m->opt_lo;
     for (int i = 0; i < m->table.count; i++) {
         const gpt_tensor *t = &m->table.t[i];
-        size_t a = t->offset > m->opt_lo ? t->offset : m->opt_lo;
+        size_t a = t->offset > lo ? t->offset : lo;
         size_t b = t->offset + t->numel < m->opt_hi ? t->offset + t->numel : m->opt_hi;
         if (a >= b) continue;
-        gpt_adamw_kernel(m->params + a, m->grads + a, m->m + (a - m->opt_lo),
-                         m->v + (a - m->opt_lo), (long)(b - a), m->adam_step, opt->lr,
-                         opt->beta1, opt->beta2, opt->eps,
-                         t->decay ? opt->weight_decay : 0.0f, scale);
+        gpt_adamw_kernel(params + (a - lo), grads + (a - lo), m->m + (a - lo), m->v + (a - lo),
+                         (long)(b - a), m->adam_step, opt->lr, opt->beta1, opt->beta2,
+                         opt->eps, t->decay ? opt->weight_decay : 0.0f, scale);
     }
+}
+
+void gpt_update(gpt_model *m, const gpt_adamw *opt, float grad_norm) {
+    gpt_update_shard(m, opt, grad_norm, m->params + m->opt_lo, m->grads + m->opt_lo);
 }
 
 gpt_status gpt_shard_optimizer(gpt_model *m, size_t lo, size_t hi, gpt_error_t err) {

@@ -100,7 +100,9 @@ typedef struct {
 /* Continues the prompt (nprompt >= 1 tokens) by max_tokens tokens with m,
  * whose capacity must be B >= 1 and T >= 1; the context is the last m->T
  * tokens. Each token is decoded with tok (without one, ids < 256 are bytes
- * and others print as <id>) and written to out as soon as it is drawn. */
+ * and others print as <id>) and written to out as soon as it is drawn; out
+ * NULL draws the same tokens and writes nothing (ranks that must run every
+ * forward under ZeRO-3 but do not print). */
 rt_status rt_generate(gpt_model *m, const data_tokenizer *tok, const int *prompt,
                       int nprompt, const rt_sample_opts *o, FILE *out, rt_error_t err);
 

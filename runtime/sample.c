@@ -43,6 +43,7 @@ static int draw(const float *row, int V, const rt_sample_opts *o, gpt_rng *rng,
 }
 
 static void emit(FILE *out, const data_tokenizer *tok, int id) {
+    if (!out) return;
     size_t len;
     const unsigned char *b = tok ? data_tok_token(tok, id, &len) : NULL;
     if (b) fwrite(b, 1, len, out);

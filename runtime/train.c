@@ -1,8 +1,10 @@
 /* train.c: `gptrain train`, the training loop, on one rank or many.
  * Each step accumulates gradients over total_batch / (B*T*ranks) micro-steps,
  * averages them over the ranks, clips to the global norm and steps at the
- * scheduled learning rate; with --zero 1 or 2 each rank keeps and steps only
- * its shard of the optimizer state (and of the gradient), see comm.h. Every place where one rank
+ * scheduled learning rate; with --zero 1, 2 or 3 each rank keeps and steps
+ * only its shard of the optimizer state (and of the gradient, and of the
+ * parameters), see comm.h. At stage 3 every forward gathers parameters, so
+ * every rank runs every forward (validation and samples too). Every place where one rank
  * can fail alone (data, sampling) is followed by an agreement on the status,
  * so all ranks stop together instead of waiting in a collective.
  * Validation, samples and the console/JSONL logs hang off the step counter;
@@ -200,11 +202,18 @@ static rt_status next_batch(trainer *tr, data_loader *L, rt_error_t err) {
 
 static rt_status forward(trainer *tr, rt_error_t err) {
     gpt_error_t gerr;
-    if (gpt_forward(&tr->model, tr->inputs, tr->targets, tr->o.batch, tr->o.seq, gerr)) {
-        snprintf(err, RT_ERRLEN, "%s", gerr);
-        return RT_ERR_USAGE;
-    }
-    return RT_OK;
+    gpt_status gs = gpt_forward(&tr->model, tr->inputs, tr->targets, tr->o.batch, tr->o.seq,
+                                gerr);
+    if (gs) snprintf(err, RT_ERRLEN, "%s", gerr);
+    return gs == GPT_OK ? RT_OK : gs == GPT_ERR_HOOK || gs == GPT_ERR_NOMEM ? RT_ERR_RUN
+                                                                         : RT_ERR_USAGE;
+}
+
+static rt_status backward(trainer *tr, rt_error_t err) {
+    gpt_error_t gerr;
+    if (gpt_backward(&tr->model, 1.0f / tr->accum, gerr) == GPT_OK) return RT_OK;
+    snprintf(err, RT_ERRLEN, "%s", gerr);
+    return RT_ERR_RUN;
 }
 
 /* Agreement after work that can fail on one rank alone: every rank learns
@@ -229,11 +238,12 @@ static rt_status validate(trainer *tr, int step, rt_error_t err) {
     comm_set_step(step);
     data_loader_reset(&tr->val);
     double sum = 0.0;
-    int n = tr->o.val_batches * tr->accum;
+    int n = tr->o.val_batches * tr->accum, gathers = comm_zero_gathers(&tr->zero);
     rt_status st = RT_OK;
     for (int i = 0; i < n && !st; i++) {
-        if (!(st = next_batch(tr, &tr->val, err)) && !(st = forward(tr, err)))
-            sum += tr->model.mean_loss;
+        st = next_batch(tr, &tr->val, err);
+        if (gathers) st = agree(tr, st, err);
+        if (!st && !(st = forward(tr, err))) sum += tr->model.mean_loss;
     }
     if ((st = agree(tr, st, err))) return st;
     double loss = comm_mean_double(sum / n);
@@ -242,37 +252,44 @@ static rt_status validate(trainer *tr, int step, rt_error_t err) {
     return RT_OK;
 }
 
+/* Rank 0 prints; at stage 3 the others draw the same tokens silently, since
+ * each forward needs them. */
 static rt_status sample(trainer *tr, rt_error_t err) {
     int prompt = tr->tok && data_tok_eot(tr->tok) >= 0 ? data_tok_eot(tr->tok) : '\n';
     rt_sample_opts so = {tr->o.sample_tokens, 1.0f, 0, (uint64_t)tr->o.seed};
-    printf("--- sample ---\n");
-    rt_status st = rt_generate(&tr->model, tr->tok, &prompt, 1, &so, stdout, err);
-    printf("\n--------------\n");
+    int speak = tr->comm.rank == 0;
+    if (speak) printf("--- sample ---\n");
+    rt_status st = rt_generate(&tr->model, tr->tok, &prompt, 1, &so, speak ? stdout : NULL,
+                               err);
+    if (speak) printf("\n--------------\n");
     return st;
 }
 
 /* Forward and backward over this rank's micro-steps; gradients accumulate.
- * Ranks agree on their status before any backward that starts collectives
- * (every micro-step at stage 2; the last one when buckets overlap backward),
- * so a rank that failed never meets a collective the others started;
- * otherwise once, after the last micro-step. */
+ * Ranks agree on their status before any pass that starts collectives
+ * (every forward at stage 3; every backward at stages 2-3; the last one when
+ * buckets overlap backward), so a rank that failed never meets a collective
+ * the others started; otherwise once, after the last micro-step. */
 static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t err) {
-    int per_micro = tr->zero.stage == 2, overlap = comm_zero_overlaps(&tr->zero);
+    int per_micro = tr->zero.stage >= 2, overlap = comm_zero_overlaps(&tr->zero);
+    int gathers = comm_zero_gathers(&tr->zero);
     for (int k = 0; k < tr->accum; k++) {
         int last = k == tr->accum - 1, agreed = per_micro || (last && overlap);
-        if (!st && !(st = next_batch(tr, &tr->train, err))) st = forward(tr, err);
+        if (!st) st = next_batch(tr, &tr->train, err);
+        if (gathers && (st = agree(tr, st, err))) return st;
+        if (!st) st = forward(tr, err);
         if (agreed && (st = agree(tr, st, err))) return st;
         if (!st) {
             if (last) comm_zero_last_backward(&tr->zero);
-            gpt_backward(&tr->model, 1.0f / tr->accum);
+            st = backward(tr, err);
             *loss += tr->model.mean_loss / tr->accum;
         }
         comm_error_t cerr;
-        if (per_micro && comm_zero_micro_done(&tr->zero, &tr->model, cerr)) {
+        if (!st && per_micro && comm_zero_micro_done(&tr->zero, &tr->model, cerr)) {
             snprintf(err, RT_ERRLEN, "%s", cerr);
             return RT_ERR_RUN;
         }
-        if (last && agreed) return RT_OK;
+        if (last && agreed) return st;
     }
     return agree(tr, st, err);
 }
@@ -315,9 +332,8 @@ static void print_plan(const trainer *tr) {
            gpt_flops_per_step(&tr->cfg, o->seq, tokens) / 1e9, o->steps, o->lr, o->schedule);
     comm_zero_bytes mem = comm_zero_memory(&tr->zero);
     printf("memory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
-           "%.1f MiB%s\n", o->zero, mem.params / 1048576.0, mem.grads / 1048576.0,
-           mem.optimizer / 1048576.0, mem.scratch ? " (+ the whole gradient buffer as "
-           "backward scratch)" : "");
+           "%.1f MiB, working buffers %.1f MiB\n", o->zero, mem.params / 1048576.0,
+           mem.grads / 1048576.0, mem.optimizer / 1048576.0, mem.scratch / 1048576.0);
 }
 
 static rt_status run(trainer *tr, rt_error_t err) {
@@ -329,12 +345,17 @@ static rt_status run(trainer *tr, rt_error_t err) {
         if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
             st = validate(tr, step, err);
         if (!st && o->sample_every > 0 && step > 0 && step % o->sample_every == 0 &&
-            tr->comm.rank == 0)
+            (tr->comm.rank == 0 || comm_zero_gathers(&tr->zero)))
             st = sample(tr, err);
         /* A failed sample on rank 0 enters the step's agreement. */
         if (!st || tr->comm.world > 1) st = train_step(tr, step, st, err);
     }
     if (!st && tr->have_val && o->val_every > 0) st = validate(tr, o->steps, err);
+    comm_error_t zerr;
+    if (!st && comm_zero_collect_params(&tr->zero, &tr->model, zerr)) {
+        snprintf(err, RT_ERRLEN, "%s", zerr);
+        st = RT_ERR_RUN;
+    }
     if (st || tr->comm.rank != 0) return st;
     char path[4096];
     snprintf(path, sizeof(path), "%s/model.h5", o->run_dir);
@@ -414,10 +435,12 @@ int rt_cmd_train(int argc, char **argv) {
         {"beta2", RT_FLOAT, &o->beta2, "AdamW beta2"},
         {"eps", RT_FLOAT, &o->eps, "AdamW epsilon"},
         {"seed", RT_LONG, &o->seed, "seed for the weights, the data order and samples"},
-        {"bucket-mb", RT_FLOAT, &o->bucket_mb, "ZeRO 0: reduce gradients in buckets of this "
-                                               "many MB during backward; 0 reduces after it"},
+        {"bucket-mb", RT_FLOAT, &o->bucket_mb, "ZeRO 0-1: reduce gradients in buckets of "
+                                               "this many MB during backward; 0 reduces "
+                                               "after it (2-3 reduce each unit at once)"},
         {"zero", RT_INT, &o->zero, "ZeRO stage: 0 replicates everything, 1 shards the "
-                                   "optimizer state, 2 also the gradients"},
+                                   "optimizer state, 2 also the gradients, 3 also the "
+                                   "parameters"},
         {"no-shuffle", RT_BOOL, &o->no_shuffle, "read the shards in order (for debugging)"},
         {"val-every", RT_INT, &o->val_every, "validate every N steps; 0 is off"},
         {"val-batches", RT_INT, &o->val_batches, "global batches (of --total-batch tokens) "

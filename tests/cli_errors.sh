@@ -26,7 +26,7 @@ expect_usage "heads 5 do not divide channels 96" train --data "$D" --heads 5 --c
 expect_usage "--seq 2048 exceeds the model's max sequence length 1024" train --data "$D" --seq 2048
 expect_usage "--total-batch 1000" train --data "$D" --batch 4 --seq 64 --total-batch 1000
 expect_usage "unknown model preset 'd99'" train --data "$D" --model d99
-expect_usage "--zero 3 is not supported" train --data "$D" --zero 3
+expect_usage "--zero 4 is not a ZeRO stage" train --data "$D" --zero 4
 expect_usage "unknown --lr-schedule 'linear'" train --data "$D" --lr-schedule linear
 expect_usage "$tmp/nowhere" train --data "$tmp/nowhere"
 

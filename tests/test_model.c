@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gpt.h"
@@ -140,14 +141,14 @@ static void test_grad_accumulation(void **state) {
     for (int i = 0; i < 13; i++) tok[i] = (i * 7 + 3) % 37;
     gpt_zero_grad(&a);
     assert_int_equal(gpt_forward(&a, tok, tok + 1, 2, 6, err), GPT_OK);
-    gpt_backward(&a, 1.0f);
+    assert_int_equal(gpt_backward(&a, 1.0f, err), GPT_OK);
     int in[2][6], tg[2][6];
     for (int r = 0; r < 2; r++)
         for (int t = 0; t < 6; t++) { in[r][t] = tok[r * 6 + t]; tg[r][t] = tok[r * 6 + t + 1]; }
     gpt_zero_grad(&b);
     for (int r = 0; r < 2; r++) {
         assert_int_equal(gpt_forward(&b, in[r], tg[r], 1, 6, err), GPT_OK);
-        gpt_backward(&b, 0.5f);
+        assert_int_equal(gpt_backward(&b, 0.5f, err), GPT_OK);
     }
     double d = 0, n = 0;
     for (size_t i = 0; i < a.table.total; i++) {
@@ -160,45 +161,97 @@ static void test_grad_accumulation(void **state) {
     gpt_model_free(&b);
 }
 
-/* The ready hook: ranges tile the buffer once, and each is final when told. */
+/* A unit hook that does what ZeRO-3 does, without MPI: the model has no
+ * parameter or gradient buffer of its own; each unit's parameters are copied
+ * into a fresh slot on NEED_PARAMS (and the slot poisoned and freed on
+ * DONE_PARAMS), and its gradients are written into a fresh zeroed slot that
+ * is added into a store on GRADS_READY. */
 typedef struct {
-    const gpt_model *m;
-    float *snap;          /* gradient values at the moment each range was told */
-    unsigned char *seen;  /* times each float was covered */
-    int calls;
-} hook_log;
+    float *pstore, *gstore;
+    char log[512];   /* one letter per event: N D G R, then the unit */
+    int fail_on;     /* fail the n-th event (1-based); 0 never */
+    int events;
+} pager;
 
-static void on_ready(void *ctx, size_t lo, size_t hi) {
-    hook_log *h = ctx;
-    h->calls++;
-    for (size_t i = lo; i < hi; i++) {
-        h->seen[i]++;
-        h->snap[i] = h->m->grads[i];
+static int pager_hook(void *ctx, gpt_model *m, gpt_unit_event ev, int unit, int backward,
+                      gpt_error_t err) {
+    pager *p = ctx;
+    size_t lo, hi;
+    gpt_unit_range(m, unit, &lo, &hi);
+    size_t n = hi - lo, len = strlen(p->log);
+    snprintf(p->log + len, sizeof p->log - len, "%c%c%d ", "NDGR"[ev], backward ? 'b' : 'f',
+             unit);
+    if (++p->events == p->fail_on) {
+        snprintf(err, GPT_ERRLEN, "pager refused event %d", p->events);
+        return 1;
     }
+    switch (ev) {
+    case GPT_NEED_PARAMS:
+        m->unit_params[unit] = malloc(n * sizeof(float));
+        memcpy(m->unit_params[unit], p->pstore + lo, n * sizeof(float));
+        break;
+    case GPT_DONE_PARAMS:
+        for (size_t i = 0; i < n; i++) m->unit_params[unit][i] = NAN;
+        free(m->unit_params[unit]);
+        m->unit_params[unit] = NULL;
+        break;
+    case GPT_NEED_GRADS:
+        m->unit_grads[unit] = calloc(n, sizeof(float));
+        break;
+    case GPT_GRADS_READY:
+        for (size_t i = 0; i < n; i++) p->gstore[lo + i] += m->unit_grads[unit][i];
+        free(m->unit_grads[unit]);
+        m->unit_grads[unit] = NULL;
+        break;
+    }
+    return 0;
 }
 
-static void test_grads_ready_hook(void **state) {
+static void test_unit_hook(void **state) {
     (void)state;
-    gpt_config c = {3, 2, 24, 8, 37, 0};
+    gpt_config c = {2, 2, 24, 8, 37, 0};
     gpt_error_t err;
-    gpt_model m;
-    assert_int_equal(gpt_model_create(&m, &c, 2, 6, err), GPT_OK);
-    gpt_init_weights(&m, 5);
-    hook_log h = {&m, calloc(m.table.total, sizeof(float)), calloc(m.table.total, 1), 0};
-    gpt_set_grads_ready(&m, on_ready, &h);
+    gpt_model a, b;
+    assert_int_equal(gpt_model_create(&a, &c, 2, 6, err), GPT_OK);
+    assert_int_equal(gpt_model_create(&b, &c, 2, 6, err), GPT_OK);
+    assert_int_equal(gpt_num_units(&a.cfg), 4);
+    size_t lo, hi, prev = 0;
+    for (int u = 0; u < 4; u++) {
+        gpt_unit_range(&a, u, &lo, &hi);
+        assert_true(lo == prev && hi > lo);
+        prev = hi;
+    }
+    assert_true(prev == a.table.total);
+    gpt_init_weights(&a, 5);
+    gpt_init_weights(&b, 5);
+    pager p = {malloc(b.table.total * sizeof(float)), calloc(b.table.total, sizeof(float)),
+               "", 0, 0};
+    memcpy(p.pstore, b.params, b.table.total * sizeof(float));
+    gpt_release_params(&b);
+    gpt_release_grads(&b);
+    gpt_set_unit_hook(&b, pager_hook, &p);
     int tok[13];
     for (int i = 0; i < 13; i++) tok[i] = (i * 5 + 1) % 37;
-    gpt_zero_grad(&m);
-    assert_int_equal(gpt_forward(&m, tok, tok + 1, 2, 6, err), GPT_OK);
-    gpt_backward(&m, 1.0f);
-    assert_int_equal(h.calls, 3 + 2);
-    for (size_t i = 0; i < m.table.total; i++) {
-        assert_int_equal(h.seen[i], 1);
-        assert_true(h.snap[i] == m.grads[i]);
-    }
-    free(h.snap);
-    free(h.seen);
-    gpt_model_free(&m);
+    gpt_zero_grad(&a);
+    gpt_zero_grad(&b);
+    assert_int_equal(gpt_forward(&a, tok, tok + 1, 2, 6, err), GPT_OK);
+    assert_int_equal(gpt_backward(&a, 1.0f, err), GPT_OK);
+    assert_int_equal(gpt_forward(&b, tok, tok + 1, 2, 6, err), GPT_OK);
+    assert_int_equal(gpt_backward(&b, 1.0f, err), GPT_OK);
+    assert_string_equal(p.log, "Nf0 Nf1 Df1 Nf2 Df2 Nf3 Df3 Df0 "
+                        "Nb0 Gb0 Db0 Nb3 Gb3 Db3 Rb3 Nb2 Gb2 Db2 Rb2 Nb1 Gb1 Db1 Rb1 Rb0 ");
+    assert_true(a.mean_loss == b.mean_loss);
+    for (size_t i = 0; i < a.table.total; i++) assert_true(a.grads[i] == p.gstore[i]);
+    /* A refusing hook stops the pass with its message. */
+    p.log[0] = '\0';
+    p.events = 0;
+    p.fail_on = 3;
+    assert_int_equal(gpt_forward(&b, tok, tok + 1, 2, 6, err), GPT_ERR_HOOK);
+    assert_string_equal(err, "pager refused event 3");
+    free(p.pstore);
+    free(p.gstore);
+    gpt_model_free(&a);
+    gpt_model_free(&b);
 }
 
 static void test_flops(void **state) {
@@ -219,7 +272,7 @@ int main(void) {
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_bad_tokens),
         cmocka_unit_test(test_grad_accumulation),
-        cmocka_unit_test(test_grads_ready_hook),
+        cmocka_unit_test(test_unit_hook),
         cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -122,7 +122,7 @@ static void test_five_steps_match_pytorch(void **state) {
         }
         double e_logits = rel_err(logits, rec, (size_t)B * T * V);
         double e_loss = fabs(m.mean_loss - rec[B * T * V]) / fabs(rec[B * T * V]);
-        gpt_backward(&m, 1.0f);
+        assert_int_equal(gpt_backward(&m, 1.0f, err), GPT_OK);
         float norm = gpt_grad_norm(&m);
         double e_norm = fabs(norm - rec[B * T * V + 1]) / rec[B * T * V + 1];
         double e_grad = tensors(&m, m.grads, rec + B * T * V + 2, 0, "grad", s);
