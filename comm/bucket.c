@@ -65,9 +65,11 @@ static void launch(comm_bucketer *b) {
     if (b->z->stage == 0)
         k->rc = MPI_Iallreduce(MPI_IN_PLACE, b->grads + k->lo, (int)(k->hi - k->lo), MPI_FLOAT,
                                MPI_SUM, MPI_COMM_WORLD, &b->reqs[b->n]);
-    else
-        k->rc = comm_zero_start_rs(b->z, b->grads + k->lo, k->lo, k->hi, k->counts, k->displs,
-                                   &b->reqs[b->n]);
+    else {
+        size_t off = comm_zero_split(b->z, k->lo, k->hi, k->counts, k->displs);
+        k->rc = MPI_Ireduce_scatter(b->grads + k->lo, b->z->recv + off, k->counts, MPI_FLOAT,
+                                    MPI_SUM, MPI_COMM_WORLD, &b->reqs[b->n]);
+    }
     b->n++;
     b->open_lo = b->open_hi = 0;
 }

@@ -113,7 +113,7 @@ typedef struct {
     size_t total, lo, hi;
     int *counts, *displs; /* per rank, in floats */
     float *gshard;        /* stages 1-3: this rank's gradient shard */
-    float *recv;          /* stages 1-3: where a reduce-scatter lands */
+    float *recv;          /* stage 1: where the reduce-scatter lands */
     float *pshard;        /* stage 3: this rank's parameter shard */
     comm_bucketer *bucketer; /* stages 0-1 with several ranks and buckets on */
     comm_units *units;       /* stages 2-3 */
@@ -159,8 +159,8 @@ comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t er
 
 /* Bytes this rank holds for each kind of model state, as the ZeRO paper
  * counts them (persistent state), plus the working buffers that scale with
- * a shard or a unit, not with the model: where reduce-scatters land
- * (stages >= 1) and the unit slots (stages >= 2). */
+ * a shard or a unit: where stage 1's reduce-scatter lands (a shard) and
+ * the unit slots of stages 2-3. */
 typedef struct {
     size_t params, grads, optimizer, scratch;
 } comm_zero_bytes;

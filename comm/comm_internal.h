@@ -23,11 +23,6 @@ comm_status comm_wait(int rc, MPI_Request *req, const char *op, size_t bytes,
  * holds none). Returns where this rank's part starts inside its shard. */
 size_t comm_zero_split(const comm_zero *z, size_t a, size_t b, int *counts, int *displs);
 
-/* Starts the sum-reduce-scatter of send, floats [a, b) of the gradient, so
- * that this rank's part lands at its place in z->recv; counts (world ints)
- * must live until the request ends. */
-int comm_zero_start_rs(const comm_zero *z, const float *send, size_t a, size_t b,
-                       int *counts, int *displs, MPI_Request *req);
 
 /* Stages 0-1 (bucket.c): buckets of the whole gradient buffer reduced while
  * the last micro-step's backward runs: an allreduce into the buffer at stage
@@ -42,11 +37,12 @@ comm_status comm_bucketer_finish(comm_bucketer *b, comm_error_t err);
 void comm_bucketer_free(comm_bucketer *b);
 
 /* Stages 2-3 (units.c): the model's unit hook. Gradients of a unit go to a
- * slot handed out on NEED_GRADS and are reduce-scattered into z->recv on
- * GRADS_READY; at stage 3 a unit's parameters are allgathered from the
+ * slot handed out on NEED_GRADS and are reduce-scattered on GRADS_READY;
+ * this rank's part of the mean is added into z->gshard once it lands; at
+ * stage 3 a unit's parameters are allgathered from the
  * shards into a slot on NEED_PARAMS (the next unit's gather starts at once,
  * as a prefetch) and the slot is given back on DONE_PARAMS. finish waits
- * for every reduce-scatter and leaves the mean in z->recv. */
+ * for every reduce-scatter, so that z->gshard then holds the micro-step. */
 comm_status comm_units_new(comm_units **u, comm_zero *z, gpt_model *m, comm_error_t err);
 int comm_units_event(comm_units *u, gpt_model *m, gpt_unit_event ev, int unit, int backward,
                      gpt_error_t err);

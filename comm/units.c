@@ -7,7 +7,9 @@
  * layer for small models; slots 1 and 2 serve every other unit, enough for
  * the unit in use and the next one (the prefetch, or a reduce-scatter still
  * in flight). Gradients go out with one non-blocking reduce-scatter per unit
- * as soon as the unit is final, and at stage 3 the next unit's allgather
+ * as soon as the unit is final, into a small buffer of the slot's own that
+ * holds this rank's part, which is added into the gradient shard as soon as
+ * it has landed; at stage 3 the next unit's allgather
  * starts as soon as the current one is bound. Requests are tested at every
  * event, which is what moves MPI along between waits. */
 #include <stdio.h>
@@ -19,6 +21,9 @@
 
 typedef struct {
     float *buf;
+    float *rbuf;   /* gradient slots: this rank's part of a reduce-scatter */
+    size_t roff;   /* where that part goes in the gradient shard */
+    int landing;   /* a reduce-scatter's part is still to be added */
     int unit;    /* bound, or being gathered for; -1 when none */
     int pending; /* a collective on buf is in flight */
     int rc;
@@ -33,22 +38,25 @@ struct comm_units {
     comm_zero *z;
     const size_t *ulo; /* the model's unit table */
     int nunits;
-    size_t slot_floats[UNIT_SLOTS];
+    size_t slot_floats[UNIT_SLOTS], part_floats[UNIT_SLOTS];
     slot p[UNIT_SLOTS], g[UNIT_SLOTS]; /* p used at stage 3 only */
     long seq;
 };
 
-static int slot_init(slot *s, size_t floats, int world) {
+/* part > 0 gives the slot a buffer for its share of a reduce-scatter. */
+static int slot_init(slot *s, size_t floats, size_t part, int world) {
     size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
     s->buf = aligned_alloc(64, bytes ? bytes : 64);
+    s->rbuf = part ? calloc(part, sizeof(float)) : NULL;
     s->counts = calloc((size_t)world, sizeof(int));
     s->displs = calloc((size_t)world, sizeof(int));
     s->unit = -1;
-    return s->buf && s->counts && s->displs;
+    return s->buf && (!part || s->rbuf) && s->counts && s->displs;
 }
 
 static void slot_free(slot *s) {
     free(s->buf);
+    free(s->rbuf);
     free(s->counts);
     free(s->displs);
 }
@@ -64,9 +72,13 @@ comm_status comm_units_new(comm_units **out, comm_zero *z, gpt_model *m, comm_er
         if (u->ulo[k + 1] - u->ulo[k] > big) big = u->ulo[k + 1] - u->ulo[k];
     u->slot_floats[0] = u->ulo[1] - u->ulo[0];
     u->slot_floats[1] = u->slot_floats[2] = big;
+    /* A rank's part of a unit is at most the unit, and at most a shard. */
+    size_t shard = (size_t)z->counts[0];
     for (int i = 0; i < UNIT_SLOTS; i++) {
-        if (!slot_init(&u->g[i], u->slot_floats[i], z->world)) goto nomem;
-        if (z->stage >= 3 && !slot_init(&u->p[i], u->slot_floats[i], z->world)) goto nomem;
+        size_t part = u->slot_floats[i] < shard ? u->slot_floats[i] : shard;
+        u->part_floats[i] = part ? part : 1;
+        if (!slot_init(&u->g[i], u->slot_floats[i], u->part_floats[i], z->world)) goto nomem;
+        if (z->stage >= 3 && !slot_init(&u->p[i], u->slot_floats[i], 0, z->world)) goto nomem;
     }
     *out = u;
     return COMM_OK;
@@ -87,7 +99,8 @@ void comm_units_free(comm_units *u) {
 
 size_t comm_units_slot_bytes(const comm_units *u) {
     size_t f = 0;
-    for (int i = 0; i < UNIT_SLOTS; i++) f += u->slot_floats[i] * (u->z->stage >= 3 ? 2 : 1);
+    for (int i = 0; i < UNIT_SLOTS; i++)
+        f += u->slot_floats[i] * (u->z->stage >= 3 ? 2 : 1) + u->part_floats[i];
     return f * sizeof(float);
 }
 
@@ -105,10 +118,23 @@ static slot *free_slot(slot *s, int unit) {
     return NULL;
 }
 
-static comm_status finish(slot *s, comm_error_t err) {
+/* A finished reduce-scatter: this rank's part of the mean joins the
+ * shard. Each float of the shard gets one part per micro-step, so the order
+ * in which slots land changes nothing. */
+static void land(comm_units *u, slot *s) {
+    if (!s->landing) return;
+    s->landing = 0;
+    comm_zero *z = u->z;
+    float inv = 1.0f / (float)z->world, *g = z->gshard + s->roff;
+    for (int i = 0; i < s->counts[z->rank]; i++) g[i] += s->rbuf[i] * inv;
+}
+
+static comm_status finish(comm_units *u, slot *s, comm_error_t err) {
     if (!s->pending) return COMM_OK;
     s->pending = 0;
-    return comm_wait(s->rc, &s->req, s->op, s->bytes, err);
+    if (comm_wait(s->rc, &s->req, s->op, s->bytes, err)) return COMM_ERR;
+    land(u, s);
+    return COMM_OK;
 }
 
 /* Lets MPI progress every collective in flight. */
@@ -118,8 +144,10 @@ static void poke(comm_units *u) {
         for (int j = 0; j < 2; j++) {
             int done = 0;
             if (k[j]->pending && k[j]->rc == MPI_SUCCESS &&
-                MPI_Test(&k[j]->req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done)
+                MPI_Test(&k[j]->req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) {
                 k[j]->pending = 0;
+                land(u, k[j]);
+            }
         }
     }
 }
@@ -154,7 +182,7 @@ static int need_params(comm_units *u, gpt_model *m, int unit, int backward, gpt_
                  "ended early)", unit);
         return 1;
     }
-    if (finish(s, err)) return 1;
+    if (finish(u, s, err)) return 1;
     m->unit_params[unit] = s->buf;
     int next = next_unit(u, unit, backward);
     slot *t;
@@ -174,7 +202,7 @@ static int need_grads(comm_units *u, gpt_model *m, int unit, gpt_error_t err) {
             snprintf(err, GPT_ERRLEN, "ZeRO-2: no free gradient slot for unit %d", unit);
             return 1;
         }
-        if (finish(s, err)) return 1;
+        if (finish(u, s, err)) return 1;
     }
     memset(s->buf, 0, (u->ulo[unit + 1] - u->ulo[unit]) * sizeof(float));
     s->unit = unit;
@@ -193,9 +221,12 @@ static int grads_ready(comm_units *u, gpt_model *m, int unit, gpt_error_t err) {
     snprintf(s->op, sizeof s->op, "reduce_scatter (ZeRO gradients of unit %d)", unit);
     s->seq = u->seq++;
     s->pending = 1;
+    s->landing = 1;
     s->unit = -1;
+    s->roff = comm_zero_split(u->z, a, b, s->counts, s->displs);
     comm_enter();
-    s->rc = comm_zero_start_rs(u->z, s->buf, a, b, s->counts, s->displs, &s->req);
+    s->rc = MPI_Ireduce_scatter(s->buf, s->rbuf, s->counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                &s->req);
     m->unit_grads[unit] = NULL;
     return 0;
 }
@@ -228,10 +259,7 @@ int comm_units_event(comm_units *u, gpt_model *m, gpt_unit_event ev, int unit, i
 comm_status comm_units_finish(comm_units *u, comm_error_t err) {
     comm_status st = COMM_OK;
     for (int i = 0; i < UNIT_SLOTS; i++)
-        if (finish(&u->g[i], err)) st = COMM_ERR;
-    comm_zero *z = u->z;
-    float inv = 1.0f / (float)z->world;
-    for (size_t j = 0; j < z->hi - z->lo; j++) z->recv[j] *= inv;
+        if (finish(u, &u->g[i], err)) st = COMM_ERR;
     return st;
 }
 
@@ -239,7 +267,7 @@ comm_status comm_units_drop_params(comm_units *u, gpt_model *m, comm_error_t err
     comm_status st = COMM_OK;
     for (int i = 0; i < UNIT_SLOTS; i++) {
         if (!u->p[i].buf) continue;
-        if (finish(&u->p[i], err)) st = COMM_ERR;
+        if (finish(u, &u->p[i], err)) st = COMM_ERR;
         u->p[i].unit = -1;
     }
     for (int k = 0; k < u->nunits; k++) m->unit_params[k] = NULL;

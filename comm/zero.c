@@ -27,13 +27,6 @@ size_t comm_zero_split(const comm_zero *z, size_t a, size_t b, int *counts, int 
     return mine;
 }
 
-int comm_zero_start_rs(const comm_zero *z, const float *send, size_t a, size_t b,
-                       int *counts, int *displs, MPI_Request *req) {
-    size_t off = comm_zero_split(z, a, b, counts, displs);
-    return MPI_Ireduce_scatter(send, z->recv + off, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                               req);
-}
-
 static int zero_hook(void *ctx, gpt_model *m, gpt_unit_event ev, int unit, int backward,
                      gpt_error_t err) {
     comm_zero *z = ctx;
@@ -82,10 +75,10 @@ static comm_status shrink(comm_zero *z, gpt_model *m, comm_error_t err) {
     }
     size_t n = z->hi - z->lo;
     z->gshard = calloc(n + 1, sizeof(float));
-    z->recv = calloc(n + 1, sizeof(float));
+    if (z->stage == 1) z->recv = calloc(n + 1, sizeof(float));
     if (z->stage >= 3 && (z->pshard = calloc(n + 1, sizeof(float))))
         memcpy(z->pshard, m->params + z->lo, n * sizeof(float));
-    if (!z->gshard || !z->recv || (z->stage >= 3 && !z->pshard)) {
+    if (!z->gshard || (z->stage == 1 && !z->recv) || (z->stage >= 3 && !z->pshard)) {
         snprintf(err, COMM_ERRLEN, "out of memory for the ZeRO shards");
         return COMM_ERR;
     }
@@ -141,17 +134,14 @@ void comm_zero_begin(comm_zero *z, gpt_model *m) {
     if (z->gshard) memset(z->gshard, 0, (z->hi - z->lo) * sizeof(float));
 }
 
-/* gshard += recv, which holds this rank's block of the mean gradient. */
+/* Stage 1: gshard += recv, which holds this rank's block of the mean. */
 static void add_recv(comm_zero *z) {
     for (size_t i = 0; i < z->hi - z->lo; i++) z->gshard[i] += z->recv[i];
 }
 
 comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err) {
     (void)m;
-    if (z->stage < 2) return COMM_OK;
-    if (comm_units_finish(z->units, err)) return COMM_ERR;
-    add_recv(z);
-    return COMM_OK;
+    return z->stage < 2 ? COMM_OK : comm_units_finish(z->units, err);
 }
 
 comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
@@ -201,13 +191,11 @@ comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t er
 comm_zero_bytes comm_zero_memory(const comm_zero *z) {
     size_t f = sizeof(float), shard = z->hi - z->lo;
     comm_zero_bytes b = {z->total * f, z->total * f, 2 * z->total * f, 0};
-    if (z->stage >= 1) {
-        b.optimizer = 2 * shard * f;
-        b.scratch = shard * f; /* where reduce-scatters land */
-    }
+    if (z->stage >= 1) b.optimizer = 2 * shard * f;
+    if (z->stage == 1) b.scratch = shard * f; /* where the reduce-scatter lands */
     if (z->stage >= 2) {
         b.grads = shard * f;
-        b.scratch += comm_units_slot_bytes(z->units);
+        b.scratch = comm_units_slot_bytes(z->units);
     }
     if (z->stage >= 3) b.params = shard * f;
     return b;
