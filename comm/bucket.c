@@ -16,6 +16,7 @@
 
 typedef struct {
     size_t lo, hi;
+    size_t off; /* stage 1: where this rank's part goes in its shard */
     int rc;
     int *counts, *displs; /* stage 1: the split of [lo, hi) over the shards */
 } bucket;
@@ -66,8 +67,8 @@ static void launch(comm_bucketer *b) {
         k->rc = MPI_Iallreduce(MPI_IN_PLACE, b->grads + k->lo, (int)(k->hi - k->lo), MPI_FLOAT,
                                MPI_SUM, MPI_COMM_WORLD, &b->reqs[b->n]);
     else {
-        size_t off = comm_zero_split(b->z, k->lo, k->hi, k->counts, k->displs);
-        k->rc = MPI_Ireduce_scatter(b->grads + k->lo, b->z->recv + off, k->counts, MPI_FLOAT,
+        k->off = comm_zero_split(b->z, k->lo, k->hi, k->counts, k->displs);
+        k->rc = MPI_Ireduce_scatter(MPI_IN_PLACE, b->grads + k->lo, k->counts, MPI_FLOAT,
                                     MPI_SUM, MPI_COMM_WORLD, &b->reqs[b->n]);
     }
     b->n++;
@@ -118,7 +119,16 @@ comm_status comm_bucketer_finish(comm_bucketer *b, comm_error_t err) {
         for (int i = 0; i < b->n; i++)
             for (size_t j = b->b[i].lo; j < b->b[i].hi; j++) b->grads[j] *= inv;
     } else {
-        for (size_t j = 0; j < z->hi - z->lo; j++) z->recv[j] *= inv;
+        /* Each bucket's part landed at the bucket's start and moves to its
+         * place in the shard, which lies inside the same bucket: buckets
+         * never touch each other's floats. */
+        for (int i = 0; i < b->n; i++) {
+            bucket *k = &b->b[i];
+            float *to = b->grads + z->lo + k->off, *from = b->grads + k->lo;
+            size_t n = (size_t)k->counts[z->rank];
+            memmove(to, from, n * sizeof(float));
+            for (size_t j = 0; j < n; j++) to[j] *= inv;
+        }
     }
     b->n = 0;
     b->open_lo = b->open_hi = 0;

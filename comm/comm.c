@@ -265,8 +265,7 @@ comm_status comm_allreduce_mean(float *buf, size_t n, comm_error_t err) {
     return COMM_OK;
 }
 
-comm_status comm_reduce_scatter_mean(const float *send, float *recv, const int *counts,
-                                     comm_error_t err) {
+comm_status comm_reduce_scatter_mean(float *buf, const int *counts, comm_error_t err) {
     int world, rank;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -274,10 +273,11 @@ comm_status comm_reduce_scatter_mean(const float *send, float *recv, const int *
     for (int r = 0; r < world; r++) total += (size_t)counts[r];
     MPI_Request req;
     comm_enter();
-    int rc = MPI_Ireduce_scatter(send, recv, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+    int rc = MPI_Ireduce_scatter(MPI_IN_PLACE, buf, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                 &req);
     if (comm_wait(rc, &req, "reduce_scatter", total * sizeof(float), err)) return COMM_ERR;
     float inv = comm_inv_world();
-    for (int i = 0; i < counts[rank]; i++) recv[i] *= inv;
+    for (int i = 0; i < counts[rank]; i++) buf[i] *= inv;
     return COMM_OK;
 }
 

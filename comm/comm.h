@@ -54,11 +54,11 @@ void comm_set_step(long step);
  * by the world size). n may exceed INT_MAX; it is reduced in pieces. */
 comm_status comm_allreduce_mean(float *buf, size_t n, comm_error_t err);
 
-/* send holds one block per rank, in rank order, block r of counts[r] floats;
- * recv[0..counts[rank]) becomes the mean over ranks of their block `rank`:
- * each rank gets the mean of its own block. */
-comm_status comm_reduce_scatter_mean(const float *send, float *recv, const int *counts,
-                                     comm_error_t err);
+/* In place: buf holds one block per rank, in rank order, block r of
+ * counts[r] floats; buf[0..counts[rank]) becomes the mean over ranks of
+ * their block `rank` (each rank gets the mean of its own block), and the
+ * rest of buf is left undefined. */
+comm_status comm_reduce_scatter_mean(float *buf, const int *counts, comm_error_t err);
 
 /* In place: every rank's buf[displs[r] .. displs[r] + counts[r]) becomes rank
  * r's, for every rank r. */
@@ -112,8 +112,7 @@ typedef struct {
     int stage, rank, world;
     size_t total, lo, hi;
     int *counts, *displs; /* per rank, in floats */
-    float *gshard;        /* stages 1-3: this rank's gradient shard */
-    float *recv;          /* stage 1: where the reduce-scatter lands */
+    float *gshard;        /* stages 2-3: this rank's accumulated gradient shard */
     float *pshard;        /* stage 3: this rank's parameter shard */
     comm_bucketer *bucketer; /* stages 0-1 with several ranks and buckets on */
     comm_units *units;       /* stages 2-3 */
@@ -158,9 +157,8 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
 comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t err);
 
 /* Bytes this rank holds for each kind of model state, as the ZeRO paper
- * counts them (persistent state), plus the working buffers that scale with
- * a shard or a unit: where stage 1's reduce-scatter lands (a shard) and
- * the unit slots of stages 2-3. */
+ * counts them (persistent state), plus the working buffers: the unit slots
+ * of stages 2-3, which scale with the largest unit, not with the model. */
 typedef struct {
     size_t params, grads, optimizer, scratch;
 } comm_zero_bytes;

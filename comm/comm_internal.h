@@ -25,10 +25,11 @@ size_t comm_zero_split(const comm_zero *z, size_t a, size_t b, int *counts, int 
 
 
 /* Stages 0-1 (bucket.c): buckets of the whole gradient buffer reduced while
- * the last micro-step's backward runs: an allreduce into the buffer at stage
- * 0, a reduce-scatter into z->recv at stage 1. Fed by comm_bucketer_ready
- * with the ranges the model reports final, adjacent and descending. finish
- * leaves the mean (not the sum) in the buffer or in z->recv. */
+ * the last micro-step's backward runs: an allreduce at stage 0, a
+ * reduce-scatter onto the shards at stage 1, both in place. Fed by
+ * comm_bucketer_ready with the ranges the model reports final, adjacent and
+ * descending. finish leaves the mean (not the sum) in the buffer: whole at
+ * stage 0, this rank's shard [z->lo, z->hi) at stage 1. */
 comm_status comm_bucketer_new(comm_bucketer **b, const comm_zero *z, float *grads,
                               size_t bucket_bytes, comm_error_t err);
 void comm_bucketer_arm(comm_bucketer *b);

@@ -7,9 +7,9 @@
  * layer for small models; slots 1 and 2 serve every other unit, enough for
  * the unit in use and the next one (the prefetch, or a reduce-scatter still
  * in flight). Gradients go out with one non-blocking reduce-scatter per unit
- * as soon as the unit is final, into a small buffer of the slot's own that
- * holds this rank's part, which is added into the gradient shard as soon as
- * it has landed; at stage 3 the next unit's allgather
+ * as soon as the unit is final, in place (MPI_IN_PLACE: this rank's part of
+ * the sum lands at the start of the slot), and the part is added into the
+ * gradient shard as soon as it has landed; at stage 3 the next unit's allgather
  * starts as soon as the current one is bound. Requests are tested at every
  * event, which is what moves MPI along between waits. */
 #include <stdio.h>
@@ -21,8 +21,7 @@
 
 typedef struct {
     float *buf;
-    float *rbuf;   /* gradient slots: this rank's part of a reduce-scatter */
-    size_t roff;   /* where that part goes in the gradient shard */
+    size_t roff;   /* where a reduce-scatter's part goes in the gradient shard */
     int landing;   /* a reduce-scatter's part is still to be added */
     int unit;    /* bound, or being gathered for; -1 when none */
     int pending; /* a collective on buf is in flight */
@@ -38,25 +37,22 @@ struct comm_units {
     comm_zero *z;
     const size_t *ulo; /* the model's unit table */
     int nunits;
-    size_t slot_floats[UNIT_SLOTS], part_floats[UNIT_SLOTS];
+    size_t slot_floats[UNIT_SLOTS];
     slot p[UNIT_SLOTS], g[UNIT_SLOTS]; /* p used at stage 3 only */
     long seq;
 };
 
-/* part > 0 gives the slot a buffer for its share of a reduce-scatter. */
-static int slot_init(slot *s, size_t floats, size_t part, int world) {
+static int slot_init(slot *s, size_t floats, int world) {
     size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
     s->buf = aligned_alloc(64, bytes ? bytes : 64);
-    s->rbuf = part ? calloc(part, sizeof(float)) : NULL;
     s->counts = calloc((size_t)world, sizeof(int));
     s->displs = calloc((size_t)world, sizeof(int));
     s->unit = -1;
-    return s->buf && (!part || s->rbuf) && s->counts && s->displs;
+    return s->buf && s->counts && s->displs;
 }
 
 static void slot_free(slot *s) {
     free(s->buf);
-    free(s->rbuf);
     free(s->counts);
     free(s->displs);
 }
@@ -72,13 +68,9 @@ comm_status comm_units_new(comm_units **out, comm_zero *z, gpt_model *m, comm_er
         if (u->ulo[k + 1] - u->ulo[k] > big) big = u->ulo[k + 1] - u->ulo[k];
     u->slot_floats[0] = u->ulo[1] - u->ulo[0];
     u->slot_floats[1] = u->slot_floats[2] = big;
-    /* A rank's part of a unit is at most the unit, and at most a shard. */
-    size_t shard = (size_t)z->counts[0];
     for (int i = 0; i < UNIT_SLOTS; i++) {
-        size_t part = u->slot_floats[i] < shard ? u->slot_floats[i] : shard;
-        u->part_floats[i] = part ? part : 1;
-        if (!slot_init(&u->g[i], u->slot_floats[i], u->part_floats[i], z->world)) goto nomem;
-        if (z->stage >= 3 && !slot_init(&u->p[i], u->slot_floats[i], 0, z->world)) goto nomem;
+        if (!slot_init(&u->g[i], u->slot_floats[i], z->world)) goto nomem;
+        if (z->stage >= 3 && !slot_init(&u->p[i], u->slot_floats[i], z->world)) goto nomem;
     }
     *out = u;
     return COMM_OK;
@@ -99,8 +91,7 @@ void comm_units_free(comm_units *u) {
 
 size_t comm_units_slot_bytes(const comm_units *u) {
     size_t f = 0;
-    for (int i = 0; i < UNIT_SLOTS; i++)
-        f += u->slot_floats[i] * (u->z->stage >= 3 ? 2 : 1) + u->part_floats[i];
+    for (int i = 0; i < UNIT_SLOTS; i++) f += u->slot_floats[i] * (u->z->stage >= 3 ? 2 : 1);
     return f * sizeof(float);
 }
 
@@ -126,7 +117,7 @@ static void land(comm_units *u, slot *s) {
     s->landing = 0;
     comm_zero *z = u->z;
     float inv = 1.0f / (float)z->world, *g = z->gshard + s->roff;
-    for (int i = 0; i < s->counts[z->rank]; i++) g[i] += s->rbuf[i] * inv;
+    for (int i = 0; i < s->counts[z->rank]; i++) g[i] += s->buf[i] * inv;
 }
 
 static comm_status finish(comm_units *u, slot *s, comm_error_t err) {
@@ -225,8 +216,8 @@ static int grads_ready(comm_units *u, gpt_model *m, int unit, gpt_error_t err) {
     s->unit = -1;
     s->roff = comm_zero_split(u->z, a, b, s->counts, s->displs);
     comm_enter();
-    s->rc = MPI_Ireduce_scatter(s->buf, s->rbuf, s->counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                                &s->req);
+    s->rc = MPI_Ireduce_scatter(MPI_IN_PLACE, s->buf, s->counts, MPI_FLOAT, MPI_SUM,
+                                MPI_COMM_WORLD, &s->req);
     m->unit_grads[unit] = NULL;
     return 0;
 }

@@ -65,8 +65,9 @@ static comm_status shard(comm_zero *z, size_t total, const comm_ctx *ctx, comm_e
     return COMM_OK;
 }
 
-/* Stages 1-3 shrink the moments; 2-3 drop the whole gradient buffer and 3
- * the whole parameter buffer, keeping this rank's shard of the parameters. */
+/* Stages 1-3 shrink the moments; 2-3 drop the whole gradient buffer for an
+ * accumulated shard, and 3 the whole parameter buffer for its shard. Stage 1
+ * needs no more: its reduce-scatter works in place in the gradient buffer. */
 static comm_status shrink(comm_zero *z, gpt_model *m, comm_error_t err) {
     gpt_error_t gerr;
     if (gpt_shard_optimizer(m, z->lo, z->hi, gerr)) {
@@ -74,15 +75,14 @@ static comm_status shrink(comm_zero *z, gpt_model *m, comm_error_t err) {
         return COMM_ERR;
     }
     size_t n = z->hi - z->lo;
+    if (z->stage < 2) return COMM_OK;
     z->gshard = calloc(n + 1, sizeof(float));
-    if (z->stage == 1) z->recv = calloc(n + 1, sizeof(float));
     if (z->stage >= 3 && (z->pshard = calloc(n + 1, sizeof(float))))
         memcpy(z->pshard, m->params + z->lo, n * sizeof(float));
-    if (!z->gshard || (z->stage == 1 && !z->recv) || (z->stage >= 3 && !z->pshard)) {
+    if (!z->gshard || (z->stage >= 3 && !z->pshard)) {
         snprintf(err, COMM_ERRLEN, "out of memory for the ZeRO shards");
         return COMM_ERR;
     }
-    if (z->stage < 2) return COMM_OK;
     if (comm_units_new(&z->units, z, m, err)) return COMM_ERR;
     gpt_release_grads(m);
     if (z->stage >= 3) gpt_release_params(m);
@@ -114,7 +114,6 @@ void comm_zero_free(comm_zero *z) {
     free(z->counts);
     free(z->displs);
     free(z->gshard);
-    free(z->recv);
     free(z->pshard);
     comm_bucketer_free(z->bucketer);
     comm_units_free(z->units);
@@ -134,11 +133,6 @@ void comm_zero_begin(comm_zero *z, gpt_model *m) {
     if (z->gshard) memset(z->gshard, 0, (z->hi - z->lo) * sizeof(float));
 }
 
-/* Stage 1: gshard += recv, which holds this rank's block of the mean. */
-static void add_recv(comm_zero *z) {
-    for (size_t i = 0; i < z->hi - z->lo; i++) z->gshard[i] += z->recv[i];
-}
-
 comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err) {
     (void)m;
     return z->stage < 2 ? COMM_OK : comm_units_finish(z->units, err);
@@ -155,21 +149,24 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
         gpt_update(m, opt, *norm);
         return COMM_OK;
     }
-    if (z->stage == 1) {
-        st = z->bucketer ? comm_bucketer_finish(z->bucketer, err)
-                         : comm_reduce_scatter_mean(m->grads, z->recv, z->counts, err);
-        if (st) return st;
-        add_recv(z);
-    }
     size_t n = z->hi - z->lo;
-    *norm = (float)sqrt(comm_sum_double(gpt_sumsq(z->gshard, (long)n)));
+    if (z->stage == 1) {
+        /* In place: this rank's block of the mean lands at the start of the
+         * buffer (of each bucket) and moves to the shard's place. */
+        st = z->bucketer ? comm_bucketer_finish(z->bucketer, err)
+                         : comm_reduce_scatter_mean(m->grads, z->counts, err);
+        if (st) return st;
+        if (!z->bucketer) memmove(m->grads + z->lo, m->grads, n * sizeof(float));
+    }
+    const float *g = z->stage == 1 ? m->grads + z->lo : z->gshard;
+    *norm = (float)sqrt(comm_sum_double(gpt_sumsq(g, (long)n)));
     /* No gather may still be reading the shard the step writes. */
     if (z->stage >= 3) {
         if ((st = comm_units_drop_params(z->units, m, err))) return st;
         gpt_update_shard(m, opt, *norm, z->pshard, z->gshard);
         return COMM_OK;
     }
-    gpt_update_shard(m, opt, *norm, m->params + z->lo, z->gshard);
+    gpt_update_shard(m, opt, *norm, m->params + z->lo, g);
     return comm_allgather(m->params, z->counts, z->displs, err);
 }
 
@@ -192,7 +189,6 @@ comm_zero_bytes comm_zero_memory(const comm_zero *z) {
     size_t f = sizeof(float), shard = z->hi - z->lo;
     comm_zero_bytes b = {z->total * f, z->total * f, 2 * z->total * f, 0};
     if (z->stage >= 1) b.optimizer = 2 * shard * f;
-    if (z->stage == 1) b.scratch = shard * f; /* where the reduce-scatter lands */
     if (z->stage >= 2) {
         b.grads = shard * f;
         b.scratch = comm_units_slot_bytes(z->units);

@@ -17,7 +17,7 @@ typedef struct {
     bench_op op;
     long min_bytes, max_bytes, iters, warmup;
     comm_ctx comm;
-    float *buf, *recv;    /* the whole buffer; a reduce-scatter's block */
+    float *buf;           /* the whole buffer (reduce-scatter works in place) */
     int *counts, *displs; /* per rank, in floats */
 } bench;
 
@@ -57,10 +57,9 @@ static rt_status bench_check(bench *b, const char *op, rt_error_t err) {
 static rt_status bench_alloc(bench *b, rt_error_t err) {
     size_t n = (size_t)(b->max_bytes / 4), P = (size_t)b->comm.world;
     b->buf = malloc(n * sizeof(float));
-    b->recv = malloc((n / P + 1) * sizeof(float));
     b->counts = malloc(P * sizeof(int));
     b->displs = malloc(P * sizeof(int));
-    int ok = b->buf && b->recv && b->counts && b->displs;
+    int ok = b->buf && b->counts && b->displs;
     if (comm_max_int(!ok)) {
         snprintf(err, RT_ERRLEN, "out of memory for %ld bytes of buffers (on some rank)",
                  b->max_bytes);
@@ -86,7 +85,7 @@ static size_t bench_count(bench *b, long bytes) {
 static comm_status bench_once(bench *b, size_t count, comm_error_t err) {
     switch (b->op) {
     case BENCH_ALLREDUCE: return comm_allreduce_mean(b->buf, count, err);
-    case BENCH_REDUCE_SCATTER: return comm_reduce_scatter_mean(b->buf, b->recv, b->counts, err);
+    case BENCH_REDUCE_SCATTER: return comm_reduce_scatter_mean(b->buf, b->counts, err);
     case BENCH_ALLGATHER: return comm_allgather(b->buf, b->counts, b->displs, err);
     }
     return COMM_ERR;
@@ -160,7 +159,6 @@ int rt_cmd_commbench(int argc, char **argv) {
     st = bench_alloc(&b, err);
     if (!st) st = bench_run(&b, err);
     free(b.buf);
-    free(b.recv);
     free(b.counts);
     free(b.displs);
     comm_finalize(&b.comm);
