@@ -151,7 +151,7 @@ static void start_gather(comm_units *u, slot *s, int unit) {
     s->pending = 1;
     s->seq = u->seq++;
     s->bytes = (b - a) * sizeof(float);
-    snprintf(s->op, sizeof s->op, "allgather (ZeRO-3 parameters of unit %d)", unit);
+    snprintf(s->op, sizeof s->op, "allgather of unit %d's parameters", unit);
     comm_enter();
     s->rc = MPI_Iallgatherv(z->pshard + off, s->counts[z->rank], MPI_FLOAT, s->buf, s->counts,
                             s->displs, MPI_FLOAT, MPI_COMM_WORLD, &s->req);
@@ -209,7 +209,7 @@ static int grads_ready(comm_units *u, gpt_model *m, int unit, gpt_error_t err) {
     }
     size_t a = u->ulo[unit], b = u->ulo[unit + 1];
     s->bytes = (b - a) * sizeof(float);
-    snprintf(s->op, sizeof s->op, "reduce_scatter (ZeRO gradients of unit %d)", unit);
+    snprintf(s->op, sizeof s->op, "reduce_scatter of unit %d's gradients", unit);
     s->seq = u->seq++;
     s->pending = 1;
     s->landing = 1;

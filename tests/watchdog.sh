@@ -3,7 +3,9 @@
 # mid-training; the job must exit non-zero within the timeout + 10 s with a
 # message saying why, and leave no gptrain process behind. A stopped rank is
 # the watchdog's own case (nothing else notices it); a killed one is seen by
-# mpirun or by the watchdog, whichever is first.
+# mpirun or by the watchdog, whichever is first. The stopped case runs again
+# at ZeRO stage 3, where ranks also wait in per-unit gathers and
+# reduce-scatters started during forward and backward.
 #   usage: watchdog.sh GPTRAIN
 . "$(dirname "$0")/lib.sh"
 [ -n "${MPIEXEC:-}" ] || fail "MPIEXEC is not set"
@@ -45,15 +47,16 @@ rank_pid() {
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# run_case SIGNAL: trains, signals rank 1 once steps are being logged, and
-# waits for the job to end; sets rc, the seconds it took (secs) and the
-# stderr file (err).
+# run_case NAME SIGNAL [FLAGS...]: trains, signals rank 1 once steps are
+# being logged, and waits for the job to end; sets rc, the seconds it took
+# (secs) and the stderr file (err).
 run_case() {
-    local sig=$1 dir=$tmp/run-$1
-    err=$tmp/err-$sig
+    local name=$1 sig=$2 dir=$tmp/run-$1
+    shift 2
+    err=$tmp/err-$name
     "$MPIEXEC" -np 3 --oversubscribe --bind-to none "$GPTRAIN" train --data "$tmp/data" \
         --model d2 --batch 1 --seq 32 --steps 100000 --comm-timeout $TIMEOUT --quiet \
-        --run-dir "$dir" >/dev/null 2>"$err" &
+        --run-dir "$dir" "$@" >/dev/null 2>"$err" &
     mpirun_pid=$!
     local i victim=
     for i in $(seq 300); do # training is under way once rank 0 logs a few steps
@@ -61,7 +64,7 @@ run_case() {
         kill -0 $mpirun_pid 2>/dev/null || fail "$sig: the job ended before the signal"
         sleep 0.1
     done
-    victim=$(rank_pid "run-$sig" 1)
+    victim=$(rank_pid "run-$name" 1)
     [ -n "$victim" ] || fail "$sig: no process of rank 1 found"
     local start=$(now)
     kill -$sig $victim
@@ -89,16 +92,18 @@ no_leftovers() {
 make_corpus
 watchdog_line="did not finish within $TIMEOUT s"
 
-run_case STOP
-[ $rc -ne 0 ] || fail "STOP: exit 0"
-grep -q "$watchdog_line" "$err" || fail "STOP: no watchdog message: $(head -3 "$err")"
-grep -q "rank 1 \(did not arrive\|arrived but its process is stopped\)" "$err" ||
-    fail "STOP: the message does not name rank 1: $(grep "$watchdog_line" "$err")"
-no_leftovers STOP
-echo "SIGSTOP of rank 1: exit $rc after $secs s; $(grep -m1 "$watchdog_line" "$err")"
-pass
+for zero in 0 3; do
+    run_case STOP$zero STOP --zero $zero
+    [ $rc -ne 0 ] || fail "STOP, zero $zero: exit 0"
+    grep -q "$watchdog_line" "$err" || fail "STOP, zero $zero: no watchdog message: $(head -3 "$err")"
+    grep -q "rank 1 \(did not arrive\|arrived but its process is stopped\)" "$err" ||
+        fail "STOP, zero $zero: the message does not name rank 1: $(grep "$watchdog_line" "$err")"
+    no_leftovers "STOP, zero $zero"
+    echo "SIGSTOP of rank 1 at ZeRO $zero: exit $rc after $secs s; $(grep -m1 "$watchdog_line" "$err")"
+    pass
+done
 
-run_case KILL
+run_case KILL KILL
 [ $rc -ne 0 ] || fail "KILL: exit 0"
 if grep -q "$watchdog_line" "$err"; then
     seen="the watchdog: $(grep -m1 "$watchdog_line" "$err")"
