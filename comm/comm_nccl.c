@@ -221,6 +221,18 @@ comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long 
     }
 }
 
+comm_status comm_nccl_alloc(comm_nccl *c, size_t n, float **dev, comm_error_t err) {
+    *dev = NULL;
+    CUDA_TRY(cudaSetDevice(c->device));
+    CUDA_TRY(cudaMalloc((void **)dev, n * sizeof(float)));
+    CUDA_TRY(cudaMemset(*dev, 0, n * sizeof(float)));
+    return COMM_OK;
+}
+
+void comm_nccl_release(float *dev) {
+    if (dev) cudaFree(dev);
+}
+
 void *comm_nccl_stream(comm_nccl *c) { return (void *)c->stream; }
 
 void comm_nccl_free(comm_nccl *c) {

@@ -58,6 +58,11 @@ comm_status comm_nccl_broadcast(comm_nccl *c, float *buf, size_t n, int root,
 comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long step,
                            comm_error_t err);
 
+/* Device memory for n floats on c's device, zeroed (for benchmarks and
+ * tests that have no CUDA code of their own); free with comm_nccl_release. */
+comm_status comm_nccl_alloc(comm_nccl *c, size_t n, float **dev, comm_error_t err);
+void comm_nccl_release(float *dev);
+
 /* The communication stream, a cudaStream_t: callers order their own streams
  * against it with events. */
 void *comm_nccl_stream(comm_nccl *c);

@@ -1,15 +1,19 @@
-/* commbench.c: `gptrain commbench`, the speed of the CPU collectives over
- * MPI at sizes doubling from --min-bytes to --max-bytes, in the manner of
- * nccl-tests' all_reduce_perf (same table, same bandwidth definitions), so
- * that MPI numbers can be read against NCCL's. Every operation goes through
- * the comm functions that training calls, watchdog polling and the division
- * of the mean included: the table is what a training step pays. */
+/* commbench.c: `gptrain commbench`, the speed of the collectives at sizes
+ * doubling from --min-bytes to --max-bytes, in the manner of nccl-tests'
+ * all_reduce_perf (same table, same bandwidth definitions): over MPI on CPU
+ * buffers, or (--backend nccl, in a build with CUDA) over NCCL on GPU
+ * buffers. Every operation goes through the comm functions that training
+ * calls, watchdog polling and the division of the mean included: the table
+ * is what a training step pays. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "comm.h"
 #include "runtime.h"
+#ifdef GPTRAIN_HAVE_NCCL
+#include "comm_nccl.h"
+#endif
 
 typedef enum { BENCH_ALLREDUCE, BENCH_REDUCE_SCATTER, BENCH_ALLGATHER } bench_op;
 
@@ -19,6 +23,11 @@ typedef struct {
     comm_ctx comm;
     float *buf;           /* the whole buffer (reduce-scatter works in place) */
     int *counts, *displs; /* per rank, in floats */
+    int nccl;             /* --backend nccl */
+#ifdef GPTRAIN_HAVE_NCCL
+    comm_nccl *nc;
+    float *dev;           /* the whole buffer on the GPU */
+#endif
 } bench;
 
 static double bench_now(void) {
@@ -27,7 +36,19 @@ static double bench_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static rt_status bench_check(bench *b, const char *op, rt_error_t err) {
+static rt_status bench_check(bench *b, const char *op, const char *backend, rt_error_t err) {
+    b->nccl = strcmp(backend, "nccl") == 0;
+    if (!b->nccl && strcmp(backend, "mpi") != 0) {
+        snprintf(err, RT_ERRLEN, "unknown --backend '%s' (mpi or nccl)", backend);
+        return RT_ERR_USAGE;
+    }
+#ifndef GPTRAIN_HAVE_NCCL
+    if (b->nccl) {
+        snprintf(err, RT_ERRLEN, "--backend nccl: this gptrain was built without CUDA "
+                 "(configure with -DGPTRAIN_CUDA=ON)");
+        return RT_ERR_USAGE;
+    }
+#endif
     if (strcmp(op, "allreduce") == 0) b->op = BENCH_ALLREDUCE;
     else if (strcmp(op, "reduce_scatter") == 0) b->op = BENCH_REDUCE_SCATTER;
     else if (strcmp(op, "allgather") == 0) b->op = BENCH_ALLGATHER;
@@ -66,8 +87,36 @@ static rt_status bench_alloc(bench *b, rt_error_t err) {
         return RT_ERR_RUN;
     }
     for (size_t i = 0; i < n; i++) b->buf[i] = 1.0f;
+#ifdef GPTRAIN_HAVE_NCCL
+    /* NCCL's init fails on every rank together; the allocation may not. */
+    comm_error_t cerr;
+    if (b->nccl && comm_nccl_init(&b->nc, b->comm.rank, P, b->comm.local_rank, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
+    int bad = b->nccl && comm_nccl_alloc(b->nc, n, &b->dev, cerr);
+    if (comm_max_int(bad)) {
+        snprintf(err, RT_ERRLEN, "%s", bad ? cerr : "another rank could not allocate its "
+                 "GPU buffer");
+        return RT_ERR_RUN;
+    }
+#endif
     return RT_OK;
 }
+
+#ifdef GPTRAIN_HAVE_NCCL
+/* In place, as NCCL allows: each rank's block of the reduce-scatter lands
+ * where it already is, and the allgather sends from there. */
+static comm_status bench_once_nccl(bench *b, size_t count, comm_error_t err) {
+    size_t per = count / (size_t)b->comm.world;
+    float *mine = b->dev + (size_t)b->comm.rank * per;
+    comm_status st = b->op == BENCH_ALLREDUCE ? comm_nccl_allreduce_mean(b->nc, b->dev, count, err)
+                   : b->op == BENCH_REDUCE_SCATTER
+                       ? comm_nccl_reduce_scatter_mean(b->nc, b->dev, mine, per, err)
+                       : comm_nccl_allgather(b->nc, mine, b->dev, per, err);
+    return st ? st : comm_nccl_wait(b->nc, 600.0, "commbench", 0, err);
+}
+#endif
 
 /* The floats one operation of `bytes` moves: the whole buffer, which
  * reduce-scatter and allgather split evenly, at least one float a rank. */
@@ -83,6 +132,9 @@ static size_t bench_count(bench *b, long bytes) {
 }
 
 static comm_status bench_once(bench *b, size_t count, comm_error_t err) {
+#ifdef GPTRAIN_HAVE_NCCL
+    if (b->nccl) return bench_once_nccl(b, count, err);
+#endif
     switch (b->op) {
     case BENCH_ALLREDUCE: return comm_allreduce_mean(b->buf, count, err);
     case BENCH_REDUCE_SCATTER: return comm_reduce_scatter_mean(b->buf, b->counts, err);
@@ -117,11 +169,12 @@ static rt_status bench_run(bench *b, rt_error_t err) {
      * rank counts. */
     double factor = b->op == BENCH_ALLREDUCE ? 2.0 * (P - 1) / P : (double)(P - 1) / P;
     if (speak)
-        printf("# gptrain commbench: %s of float32 over %d rank%s (MPI, CPU), %ld iterations "
+        printf("# gptrain commbench: %s of float32 over %d rank%s (%s), %ld iterations "
                "after %ld warmup\n# time: mean per operation of the slowest rank; algbw = "
                "size / time; busbw = algbw * %s (nccl-tests' definitions)\n"
                "# %12s %14s %12s %12s %12s\n", bench_names[b->op], P, P == 1 ? "" : "s",
-               b->iters, b->warmup, b->op == BENCH_ALLREDUCE ? "2(P-1)/P" : "(P-1)/P",
+               b->nccl ? "NCCL, GPU" : "MPI, CPU", b->iters, b->warmup,
+               b->op == BENCH_ALLREDUCE ? "2(P-1)/P" : "(P-1)/P",
                "size(B)", "count(floats)", "time(us)", "algbw(GB/s)", "busbw(GB/s)");
     for (long bytes = b->min_bytes;; bytes *= 2) {
         size_t count = bench_count(b, bytes);
@@ -139,9 +192,11 @@ static rt_status bench_run(bench *b, rt_error_t err) {
 
 int rt_cmd_commbench(int argc, char **argv) {
     bench b = {.min_bytes = 8, .max_bytes = 268435456, .iters = 20, .warmup = 5};
-    const char *op = "allreduce";
+    const char *op = "allreduce", *backend = "mpi";
     rt_flag flags[] = {
         {"op", RT_STR, &op, "allreduce, reduce_scatter or allgather"},
+        {"backend", RT_STR, &backend, "mpi (CPU buffers) or nccl (GPU buffers, one GPU per "
+                                      "rank; needs a CUDA build)"},
         {"min-bytes", RT_LONG, &b.min_bytes, "smallest size (>= 4)"},
         {"max-bytes", RT_LONG, &b.max_bytes, "largest size; sizes double from the smallest"},
         {"iters", RT_LONG, &b.iters, "timed operations per size"},
@@ -152,7 +207,7 @@ int rt_cmd_commbench(int argc, char **argv) {
                                     0, &npos);
     if (rc >= 0) return rc;
     rt_error_t err;
-    rt_status st = bench_check(&b, op, err);
+    rt_status st = bench_check(&b, op, backend, err);
     if (st) return rt_fail("commbench", st, err);
     comm_error_t cerr;
     if (comm_init(&b.comm, cerr)) return rt_fail("commbench", RT_ERR_RUN, cerr);
@@ -161,6 +216,10 @@ int rt_cmd_commbench(int argc, char **argv) {
     free(b.buf);
     free(b.counts);
     free(b.displs);
+#ifdef GPTRAIN_HAVE_NCCL
+    comm_nccl_release(b.dev);
+    comm_nccl_free(b.nc);
+#endif
     comm_finalize(&b.comm);
     return st ? rt_fail("commbench", st, err) : 0;
 }

@@ -1,7 +1,8 @@
 # commbench.sh: `gptrain commbench` under mpirun: for each operation the
 # table has one row per size, doubling from 8 B to --max-bytes, with five
 # numeric columns and nccl-tests' bus bandwidth; one rank (no mpirun) runs
-# too, with bus bandwidth 0; bad flag values exit 2 with one error line.
+# too, with bus bandwidth 0; --backend nccl gives a table or a clear error;
+# bad flag values exit 2 with one error line.
 #   usage: commbench.sh GPTRAIN
 . "$(dirname "$0")/lib.sh"
 [ -n "${MPIEXEC:-}" ] || fail "MPIEXEC is not set"
@@ -40,6 +41,19 @@ pass
 why=$(check_table "$tmp/out" 1 allreduce) || fail "one-rank table: $why"
 pass
 
+# --backend nccl: a table where a GPU is visible; otherwise a one-line error
+# (exit 1) in a CUDA build, or a usage error (exit 2) in a build without CUDA.
+"$GPTRAIN" commbench --backend nccl --max-bytes 65536 --iters 3 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+case $rc in
+    0) why=$(check_table "$tmp/out" 1 allreduce) || fail "NCCL table: $why"
+       grep -q "(NCCL, GPU)" "$tmp/out" || fail "NCCL table header" ;;
+    1) grep -q "only 0 GPUs visible" "$tmp/err" || fail "NCCL without a GPU: $(head -1 "$tmp/err")" ;;
+    2) grep -q "built without CUDA" "$tmp/err" || fail "NCCL without CUDA: $(head -1 "$tmp/err")" ;;
+    *) fail "commbench --backend nccl: exit $rc" ;;
+esac
+pass
+
 # expect_usage NEEDLE ARGS...: exit 2, one error line naming NEEDLE, a usage line.
 expect_usage() {
     local needle=$1; shift
@@ -54,6 +68,7 @@ expect_usage "--iters >= 1 (0)" --iters 0
 expect_usage "--min-bytes (2)" --min-bytes 2
 expect_usage "--max-bytes (8)" --min-bytes 16 --max-bytes 8
 expect_usage "unknown --op 'alltoall'" --op alltoall
+expect_usage "unknown --backend 'gloo'" --backend gloo
 expect_usage "invalid value '1k' for --max-bytes" --max-bytes 1k
 "$GPTRAIN" commbench --help >"$tmp/help" || fail "commbench --help exit code"
 grep -q '^  --max-bytes X .*\[268435456\]$' "$tmp/help" || fail "commbench --help lacks defaults"
