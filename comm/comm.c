@@ -294,6 +294,14 @@ comm_status comm_allgather(float *buf, const int *counts, const int *displs,
     return comm_wait(rc, &req, "allgather", total * sizeof(float), err);
 }
 
+void comm_barrier(void) {
+    MPI_Request req;
+    comm_error_t err;
+    comm_enter();
+    int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    (void)comm_wait(rc, &req, "barrier", 0, err);
+}
+
 double comm_mean_double(double v) {
     int world;
     double sum;

@@ -65,6 +65,9 @@ comm_status comm_reduce_scatter_mean(float *buf, const int *counts, comm_error_t
 comm_status comm_allgather(float *buf, const int *counts, const int *displs,
                            comm_error_t err);
 
+/* Returns once every rank has called it (under the watchdog). */
+void comm_barrier(void);
+
 /* Mean over ranks of one double (losses). */
 double comm_mean_double(double v);
 

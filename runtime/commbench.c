@@ -144,12 +144,12 @@ static comm_status bench_once(bench *b, size_t count, comm_error_t err) {
 }
 
 /* Seconds per operation of the slowest rank, after warmup. The ranks start
- * the timed loop together (an allreduce is the barrier). */
+ * the timed loop together, from a barrier. */
 static rt_status bench_time(bench *b, size_t count, double *secs, rt_error_t err) {
     comm_error_t cerr;
     comm_status st = COMM_OK;
     for (long i = 0; i < b->warmup && !st; i++) st = bench_once(b, count, cerr);
-    comm_max_int(0);
+    comm_barrier();
     double t0 = bench_now();
     for (long i = 0; i < b->iters && !st; i++) st = bench_once(b, count, cerr);
     double t = (bench_now() - t0) / b->iters;
