@@ -294,6 +294,18 @@ comm_status comm_allgather(float *buf, const int *counts, const int *displs,
     return comm_wait(rc, &req, "allgather", total * sizeof(float), err);
 }
 
+comm_status comm_broadcast(float *buf, size_t n, int root, comm_error_t err) {
+    const size_t piece = (size_t)1 << 28; /* counts are ints in MPI */
+    for (size_t off = 0; off < n; off += piece) {
+        int count = (int)(n - off < piece ? n - off : piece);
+        MPI_Request req;
+        comm_enter();
+        int rc = MPI_Ibcast(buf + off, count, MPI_FLOAT, root, MPI_COMM_WORLD, &req);
+        if (comm_wait(rc, &req, "broadcast", count * sizeof(float), err)) return COMM_ERR;
+    }
+    return COMM_OK;
+}
+
 void comm_barrier(void) {
     MPI_Request req;
     comm_error_t err;

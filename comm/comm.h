@@ -68,6 +68,9 @@ comm_status comm_allgather(float *buf, const int *counts, const int *displs,
 /* Returns once every rank has called it (under the watchdog). */
 void comm_barrier(void);
 
+/* Copies root's buf[0..n) into buf on every rank. n may exceed INT_MAX. */
+comm_status comm_broadcast(float *buf, size_t n, int root, comm_error_t err);
+
 /* Mean over ranks of one double (losses). */
 double comm_mean_double(double v);
 

@@ -40,7 +40,6 @@ typedef struct {
     int have_val;
     comm_ctx comm;
     comm_zero zero;
-    int silent; /* another rank failed and reports it */
     rt_metrics metrics;
     int *inputs, *targets;
 } trainer;
@@ -170,6 +169,13 @@ static rt_status setup(trainer *tr, rt_error_t err) {
     }
     gpt_init_weights(&tr->model, (uint64_t)o->seed);
     comm_error_t cerr;
+    /* Rank 0's weights for everyone, as DDP does: the seeded init already
+     * agrees, but a rank must never train from weights of its own. */
+    if (tr->comm.world > 1 &&
+        comm_broadcast(tr->model.params, tr->model.table.total, 0, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
     if (comm_zero_init(&tr->zero, &tr->model, o->zero, (size_t)(o->bucket_mb * 1048576.0f),
                        &tr->comm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
@@ -218,16 +224,14 @@ static rt_status backward(trainer *tr, rt_error_t err) {
 
 /* Agreement after work that can fail on one rank alone: every rank learns
  * whether any failed. The failed rank keeps its own message; the others stop
- * with the same status and leave the report to it (rank 0 names it). */
+ * with the same status and a message naming it. */
 static rt_status agree(trainer *tr, rt_status st, rt_error_t err) {
     if (tr->comm.world == 1) return st;
     int worst = comm_max_int((int)st);
     if (worst == 0) return RT_OK;
     int who = comm_argmax_int((int)st);
-    if (st == RT_OK) {
+    if (st == RT_OK)
         snprintf(err, RT_ERRLEN, "stopping: rank %d failed (its message is above)", who);
-        tr->silent = tr->comm.rank != 0;
-    }
     return (rt_status)worst;
 }
 
@@ -466,7 +470,12 @@ int rt_cmd_train(int argc, char **argv) {
     if (!st) st = agree(&tr, setup(&tr, err), err);
     if (!st) st = run(&tr, err);
     teardown(&tr);
+    /* Every rank of a job says why it stops, naming itself. */
+    if (st && tr.comm.world > 1) {
+        rt_error_t mine;
+        snprintf(mine, RT_ERRLEN, "rank %d: %s", tr.comm.rank, err);
+        memcpy(err, mine, RT_ERRLEN);
+    }
     comm_finalize(&tr.comm);
-    if (st && tr.silent) return st == RT_ERR_USAGE ? 2 : 1;
     return st ? rt_fail("train", st, err) : 0;
 }
