@@ -1,12 +1,14 @@
-/* checkpoint.c: saving and loading model files with HDF5.
- * The library's own error stack printing is turned off; each failure is
- * reported once, as one line naming the file and the object at fault. */
+/* checkpoint.c: model files (parameters and config) written by one process
+ * with HDF5, the pieces every checkpoint file shares (attributes, commit,
+ * version check, the selection of a flat range in a tensor), and loading a
+ * model from any gptrain file. The library's own error stack printing is
+ * turned off; each failure is reported once, as one line naming the file
+ * and the object at fault. */
 #include <fcntl.h>
-#include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include "checkpoint.h"
+#include "ckpt_internal.h"
 
 static const char *cfg_attr_names[5] = {"n_layer", "n_head", "n_embd", "max_seq", "vocab"};
 
@@ -14,7 +16,7 @@ static void cfg_to_array(const gpt_config *c, long v[5]) {
     v[0] = c->n_layer; v[1] = c->n_head; v[2] = c->n_embd; v[3] = c->max_seq; v[4] = c->vocab;
 }
 
-static herr_t put_long(hid_t loc, const char *name, long value) {
+herr_t ckpt_put_long(hid_t loc, const char *name, long value) {
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
     herr_t r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_LONG, &value);
@@ -23,7 +25,7 @@ static herr_t put_long(hid_t loc, const char *name, long value) {
     return r;
 }
 
-static herr_t put_string(hid_t loc, const char *name, const char *value) {
+herr_t ckpt_put_string(hid_t loc, const char *name, const char *value) {
     hid_t ty = H5Tcopy(H5T_C_S1);
     H5Tset_size(ty, strlen(value) + 1);
     hid_t sp = H5Screate(H5S_SCALAR);
@@ -35,7 +37,7 @@ static herr_t put_string(hid_t loc, const char *name, const char *value) {
     return r;
 }
 
-static herr_t get_long(hid_t loc, const char *name, long *value) {
+herr_t ckpt_get_long(hid_t loc, const char *name, long *value) {
     if (H5Aexists(loc, name) <= 0) return -1;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     herr_t r = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_LONG, value);
@@ -43,8 +45,25 @@ static herr_t get_long(hid_t loc, const char *name, long *value) {
     return r;
 }
 
-/* Rows of a tensor as stored: wte keeps only the real vocabulary. */
-static hsize_t stored_rows(const gpt_model *m, int i) {
+herr_t ckpt_get_string(hid_t loc, const char *name, char *buf, size_t len) {
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t ty = a < 0 ? -1 : H5Aget_type(a);
+    size_t n = ty < 0 ? 0 : H5Tget_size(ty);
+    herr_t r = -1;
+    if (ty >= 0 && H5Tget_class(ty) == H5T_STRING && n > 0 && n <= len) {
+        hid_t mem = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mem, n);
+        r = H5Aread(a, mem, buf);
+        H5Tclose(mem);
+        buf[n - 1] = '\0';
+    }
+    if (ty >= 0) H5Tclose(ty);
+    if (a >= 0) H5Aclose(a);
+    return r;
+}
+
+hsize_t ckpt_stored_rows(const gpt_model *m, int i) {
     return i == GPT_T_WTE ? (hsize_t)m->cfg.vocab : (hsize_t)m->table.t[i].shape[0];
 }
 
@@ -54,7 +73,7 @@ static herr_t write_tensors(hid_t file, const gpt_model *m) {
     herr_t r = 0;
     for (int i = 0; i < m->table.count && r >= 0; i++) {
         const gpt_tensor *t = &m->table.t[i];
-        hsize_t dims[2] = {stored_rows(m, i), (hsize_t)t->shape[1]};
+        hsize_t dims[2] = {ckpt_stored_rows(m, i), (hsize_t)t->shape[1]};
         hid_t sp = H5Screate_simple(t->ndim, dims, NULL);
         hid_t d = H5Dcreate2(g, t->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT,
                              H5P_DEFAULT, H5P_DEFAULT);
@@ -67,13 +86,14 @@ static herr_t write_tensors(hid_t file, const gpt_model *m) {
     return r;
 }
 
-static herr_t write_attrs(hid_t file, const gpt_model *m, long step) {
+herr_t ckpt_write_attrs(hid_t file, const gpt_model *m, long step, const char *tokenizer) {
     long v[5];
     cfg_to_array(&m->cfg, v);
-    herr_t r = put_long(file, "format_version", CKPT_FORMAT_VERSION);
-    for (int k = 0; k < 5 && r >= 0; k++) r = put_long(file, cfg_attr_names[k], v[k]);
-    if (r >= 0) r = put_long(file, "step", step);
-    if (r >= 0) r = put_string(file, "gptrain_version", GPTRAIN_VERSION);
+    herr_t r = ckpt_put_long(file, "format_version", CKPT_FORMAT_VERSION);
+    for (int k = 0; k < 5 && r >= 0; k++) r = ckpt_put_long(file, cfg_attr_names[k], v[k]);
+    if (r >= 0) r = ckpt_put_long(file, "step", step);
+    if (r >= 0) r = ckpt_put_string(file, "tokenizer", tokenizer ? tokenizer : "");
+    if (r >= 0) r = ckpt_put_string(file, "gptrain_version", GPTRAIN_VERSION);
     return r;
 }
 
@@ -87,25 +107,14 @@ static int sync_path(const char *path, int flags) {
     return r;
 }
 
-ckpt_status ckpt_save_model(const char *path, const gpt_model *m, long step,
-                            ckpt_error_t err) {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: cannot create the checkpoint file", tmp);
-        return CKPT_ERR_IO;
-    }
-    herr_t r = write_attrs(f, m, step);
-    if (r >= 0) r = write_tensors(f, m);
-    if (H5Fclose(f) < 0) r = -1;
-    if (r < 0 || sync_path(tmp, O_RDONLY) != 0) {
+ckpt_status ckpt_commit(const char *tmp, const char *path, ckpt_error_t err) {
+    if (sync_path(tmp, O_RDONLY) != 0) {
         unlink(tmp);
-        snprintf(err, CKPT_ERRLEN, "%s: writing the checkpoint failed", tmp);
+        snprintf(err, CKPT_ERRLEN, "%s: cannot flush the checkpoint to disk", tmp);
         return CKPT_ERR_IO;
     }
     if (rename(tmp, path) != 0) {
+        unlink(tmp);
         snprintf(err, CKPT_ERRLEN, "%s: cannot rename to %s", tmp, path);
         return CKPT_ERR_IO;
     }
@@ -117,32 +126,58 @@ ckpt_status ckpt_save_model(const char *path, const gpt_model *m, long step,
     return CKPT_OK;
 }
 
-static ckpt_status open_model_file(const char *path, hid_t *f, ckpt_error_t err) {
+ckpt_status ckpt_save_model(const char *path, const gpt_model *m, long step,
+                            const char *tokenizer, ckpt_error_t err) {
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: cannot create the checkpoint file", tmp);
+        return CKPT_ERR_IO;
+    }
+    herr_t r = ckpt_write_attrs(f, m, step, tokenizer);
+    if (r >= 0) r = write_tensors(f, m);
+    if (H5Fclose(f) < 0) r = -1;
+    if (r < 0) {
+        unlink(tmp);
+        snprintf(err, CKPT_ERRLEN, "%s: writing the checkpoint failed", tmp);
+        return CKPT_ERR_IO;
+    }
+    return ckpt_commit(tmp, path, err);
+}
+
+ckpt_status ckpt_open(const char *path, hid_t *f, long *version, ckpt_error_t err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (access(path, R_OK) != 0) {
         snprintf(err, CKPT_ERRLEN, "%s: cannot read the checkpoint", path);
         return CKPT_ERR_IO;
     }
-    *f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (*f < 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: not an HDF5 file", path);
+    if (H5Fis_hdf5(path) <= 0 || (*f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: not an HDF5 file (or a truncated one)", path);
         return CKPT_ERR_FORMAT;
     }
-    long version = 0;
-    if (get_long(*f, "format_version", &version) < 0 || version != CKPT_FORMAT_VERSION) {
+    *version = 0;
+    if (ckpt_get_long(*f, "format_version", version) < 0 || *version < 1) {
         H5Fclose(*f);
-        snprintf(err, CKPT_ERRLEN, "%s: not a gptrain model file (format_version %ld, "
-                 "expected %d)", path, version, CKPT_FORMAT_VERSION);
+        snprintf(err, CKPT_ERRLEN, "%s: not a gptrain checkpoint (no format_version "
+                 "attribute)", path);
+        return CKPT_ERR_FORMAT;
+    }
+    if (*version > CKPT_FORMAT_VERSION) {
+        H5Fclose(*f);
+        snprintf(err, CKPT_ERRLEN, "%s: format_version %ld is from a newer gptrain; this "
+                 "one reads versions up to %d", path, *version, CKPT_FORMAT_VERSION);
         return CKPT_ERR_FORMAT;
     }
     return CKPT_OK;
 }
 
 /* Reads and validates the config attributes of an open model file. */
-static ckpt_status config_of(hid_t f, const char *path, gpt_config *cfg, ckpt_error_t err) {
+ckpt_status ckpt_config_of(hid_t f, const char *path, gpt_config *cfg, ckpt_error_t err) {
     long v[5];
     for (int k = 0; k < 5; k++) {
-        if (get_long(f, cfg_attr_names[k], &v[k]) < 0) {
+        if (ckpt_get_long(f, cfg_attr_names[k], &v[k]) < 0) {
             snprintf(err, CKPT_ERRLEN, "%s: missing attribute %s", path, cfg_attr_names[k]);
             return CKPT_ERR_FORMAT;
         }
@@ -158,9 +193,10 @@ static ckpt_status config_of(hid_t f, const char *path, gpt_config *cfg, ckpt_er
 
 ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err) {
     hid_t f;
-    ckpt_status st = open_model_file(path, &f, err);
+    long version;
+    ckpt_status st = ckpt_open(path, &f, &version, err);
     if (st) return st;
-    st = config_of(f, path, cfg, err);
+    st = ckpt_config_of(f, path, cfg, err);
     H5Fclose(f);
     return st;
 }
@@ -178,7 +214,7 @@ static ckpt_status read_tensor(hid_t g, const gpt_model *m, int i, const char *p
     int nd = H5Sget_simple_extent_ndims(sp);
     if (nd == t->ndim) H5Sget_simple_extent_dims(sp, dims, NULL);
     herr_t r = -1;
-    if (nd == t->ndim && dims[0] == stored_rows(m, i) && dims[1] == (hsize_t)t->shape[1])
+    if (nd == t->ndim && dims[0] == ckpt_stored_rows(m, i) && dims[1] == (hsize_t)t->shape[1])
         r = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                     m->params + t->offset);
     H5Sclose(sp);
@@ -193,10 +229,11 @@ static ckpt_status read_tensor(hid_t g, const gpt_model *m, int i, const char *p
 
 ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err) {
     hid_t f;
-    ckpt_status st = open_model_file(path, &f, err);
+    long version;
+    ckpt_status st = ckpt_open(path, &f, &version, err);
     if (st) return st;
     gpt_config cfg;
-    if (!(st = config_of(f, path, &cfg, err)) && memcmp(&cfg, &m->cfg, sizeof(cfg)) != 0) {
+    if (!(st = ckpt_config_of(f, path, &cfg, err)) && memcmp(&cfg, &m->cfg, sizeof(cfg)) != 0) {
         snprintf(err, CKPT_ERRLEN, "%s: model config differs from the model being loaded", path);
         st = CKPT_ERR_FORMAT;
     }
@@ -209,4 +246,39 @@ ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err) {
     if (g >= 0) H5Gclose(g);
     H5Fclose(f);
     return st;
+}
+
+size_t ckpt_select(hid_t sp, const gpt_model *m, int i, size_t lo, size_t hi, size_t *first) {
+    const gpt_tensor *t = &m->table.t[i];
+    size_t cols = (size_t)t->shape[1], a = t->offset;
+    size_t b = t->offset + (size_t)ckpt_stored_rows(m, i) * cols;
+    a = lo > a ? lo : a;
+    b = hi < b ? hi : b;
+    H5Sselect_none(sp);
+    if (a >= b) return 0;
+    *first = a;
+    /* Element range [e0, e1) in row-major order: a partial first row, whole
+     * rows, a partial last row; HDF5 visits a union in row-major order too. */
+    size_t e0 = a - t->offset, e1 = b - t->offset;
+    hsize_t r0 = e0 / cols, c0 = e0 % cols, r1 = e1 / cols, c1 = e1 % cols;
+    int nd = t->ndim;
+    H5S_seloper_t op = H5S_SELECT_SET;
+#define CKPT_SLAB(r, c, nr, nc) do { \
+        hsize_t st_[2] = {(r), (c)}, cn_[2] = {(nr), (nc)}; \
+        if (nd == 1) { st_[0] = (r) * cols + (c); cn_[0] = (nr) * (nc); } \
+        H5Sselect_hyperslab(sp, op, st_, NULL, cn_, NULL); \
+        op = H5S_SELECT_OR; \
+    } while (0)
+    if (r0 == r1) {
+        CKPT_SLAB(r0, c0, 1, c1 - c0);
+        return e1 - e0;
+    }
+    if (c0) {
+        CKPT_SLAB(r0, c0, 1, cols - c0);
+        r0++;
+    }
+    if (r1 > r0) CKPT_SLAB(r0, 0, r1 - r0, cols);
+    if (c1) CKPT_SLAB(r1, 0, 1, c1);
+#undef CKPT_SLAB
+    return e1 - e0;
 }

@@ -158,10 +158,6 @@ comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err);
 comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
                            comm_error_t err);
 
-/* Stage 3, collective: gathers the whole parameter buffer into a new
- * m->params on rank 0 (for saving the model); nothing at other stages. */
-comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t err);
-
 /* Bytes this rank holds for each kind of model state, as the ZeRO paper
  * counts them (persistent state), plus the working buffers: the unit slots
  * of stages 2-3, which scale with the largest unit, not with the model. */

@@ -170,21 +170,6 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
     return comm_allgather(m->params, z->counts, z->displs, err);
 }
 
-comm_status comm_zero_collect_params(comm_zero *z, gpt_model *m, comm_error_t err) {
-    if (z->stage < 3) return COMM_OK;
-    int nomem = z->rank == 0 && !m->params && !(m->params = calloc(z->total, sizeof(float)));
-    if (comm_max_int(nomem)) {
-        snprintf(err, COMM_ERRLEN, "out of memory on rank 0 gathering the model for saving");
-        return COMM_ERR;
-    }
-    size_t n = z->hi - z->lo;
-    MPI_Request req;
-    comm_enter();
-    int rc = MPI_Igatherv(z->pshard, (int)n, MPI_FLOAT, m->params, z->counts, z->displs,
-                          MPI_FLOAT, 0, MPI_COMM_WORLD, &req);
-    return comm_wait(rc, &req, "gather (the model for saving)", z->total * sizeof(float), err);
-}
-
 comm_zero_bytes comm_zero_memory(const comm_zero *z) {
     size_t f = sizeof(float), shard = z->hi - z->lo;
     comm_zero_bytes b = {z->total * f, z->total * f, 2 * z->total * f, 0};

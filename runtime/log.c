@@ -29,10 +29,10 @@ rt_status rt_mkdirs(const char *path, rt_error_t err) {
     return RT_OK;
 }
 
-rt_status rt_metrics_open(rt_metrics *mt, const char *run_dir, rt_error_t err) {
+rt_status rt_metrics_open(rt_metrics *mt, const char *run_dir, int append, rt_error_t err) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
-    mt->f = fopen(path, "w");
+    mt->f = fopen(path, append ? "a" : "w");
     if (!mt->f) {
         snprintf(err, RT_ERRLEN, "%s: cannot open for writing (%s)", path, strerror(errno));
         return RT_ERR_RUN;

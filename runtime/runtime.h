@@ -78,7 +78,8 @@ typedef struct {
     FILE *f;
 } rt_metrics;
 
-rt_status rt_metrics_open(rt_metrics *mt, const char *run_dir, rt_error_t err);
+/* Starts run_dir/metrics.jsonl afresh, or appends to it (a resumed run). */
+rt_status rt_metrics_open(rt_metrics *mt, const char *run_dir, int append, rt_error_t err);
 /* Writes a line built from printf-style key/value text, e.g.
  * rt_metrics_write(mt, "\"step\":%d,\"loss\":%.6f", step, loss) -> {"step":..}. */
 void rt_metrics_write(rt_metrics *mt, const char *fmt, ...)

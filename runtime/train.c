@@ -7,42 +7,15 @@
  * every rank runs every forward (validation and samples too). Every place where one rank
  * can fail alone (data, sampling) is followed by an agreement on the status,
  * so all ranks stop together instead of waiting in a collective.
- * Validation, samples and the console/JSONL logs hang off the step counter;
- * the final model is saved to RUN_DIR/model.h5, beside a copy of the data's
- * tokenizer (RUN_DIR/tokenizer.bpe) that `gptrain sample` picks up. */
+ * Validation, samples, checkpoints and the console/JSONL logs hang off the
+ * step counter; the final checkpoint is also RUN_DIR/model.h5, beside a copy
+ * of the data's tokenizer (RUN_DIR/tokenizer.bpe) that `gptrain sample`
+ * picks up. Checkpoints and resuming are in train_ckpt.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "checkpoint.h"
-#include "comm.h"
-#include "data.h"
-#include "runtime.h"
-
-typedef struct {
-    const char *data, *run_dir, *model, *schedule;
-    int layers, heads, channels, max_seq, vocab;
-    int batch, seq, steps, warmup;
-    long total_batch, seed;
-    float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
-    int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
-    int zero, dry_run;
-    float comm_timeout, bucket_mb;
-} train_opts;
-
-typedef struct {
-    train_opts o;
-    gpt_config cfg;
-    rt_schedule sched;
-    int accum;
-    gpt_model model;
-    data_tokenizer *tok; /* the data's tokenizer, or NULL for bare llm.c shards */
-    data_loader train, val;
-    int have_val;
-    comm_ctx comm;
-    comm_zero zero;
-    rt_metrics metrics;
-    int *inputs, *targets;
-} trainer;
+#include "train_internal.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -190,7 +163,7 @@ static rt_status setup(trainer *tr, rt_error_t err) {
     /* Rank 0 writes the run directory; a dry run writes nothing. */
     if (tr->comm.rank != 0 || o->dry_run) return RT_OK;
     if ((st = rt_mkdirs(o->run_dir, err)) || (st = save_tokenizer(tr, err)) ||
-        (st = rt_metrics_open(&tr->metrics, o->run_dir, err)))
+        (st = rt_metrics_open(&tr->metrics, o->run_dir, o->resume[0] != '\0', err)))
         return st;
     write_config(tr);
     return RT_OK;
@@ -225,7 +198,7 @@ static rt_status backward(trainer *tr, rt_error_t err) {
 /* Agreement after work that can fail on one rank alone: every rank learns
  * whether any failed. The failed rank keeps its own message; the others stop
  * with the same status and a message naming it. */
-static rt_status agree(trainer *tr, rt_status st, rt_error_t err) {
+rt_status tr_agree(trainer *tr, rt_status st, rt_error_t err) {
     if (tr->comm.world == 1) return st;
     int worst = comm_max_int((int)st);
     if (worst == 0) return RT_OK;
@@ -246,10 +219,10 @@ static rt_status validate(trainer *tr, int step, rt_error_t err) {
     rt_status st = RT_OK;
     for (int i = 0; i < n && !st; i++) {
         st = next_batch(tr, &tr->val, err);
-        if (gathers) st = agree(tr, st, err);
+        if (gathers) st = tr_agree(tr, st, err);
         if (!st && !(st = forward(tr, err))) sum += tr->model.mean_loss;
     }
-    if ((st = agree(tr, st, err))) return st;
+    if ((st = tr_agree(tr, st, err))) return st;
     double loss = comm_mean_double(sum / n);
     if (!tr->o.quiet) printf("step %d/%d | val loss %.4f\n", step, tr->o.steps, loss);
     rt_metrics_write(&tr->metrics, "\"event\":\"val\",\"step\":%d,\"val_loss\":%.6f", step, loss);
@@ -280,9 +253,9 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
     for (int k = 0; k < tr->accum; k++) {
         int last = k == tr->accum - 1, agreed = per_micro || (last && overlap);
         if (!st) st = next_batch(tr, &tr->train, err);
-        if (gathers && (st = agree(tr, st, err))) return st;
+        if (gathers && (st = tr_agree(tr, st, err))) return st;
         if (!st) st = forward(tr, err);
-        if (agreed && (st = agree(tr, st, err))) return st;
+        if (agreed && (st = tr_agree(tr, st, err))) return st;
         if (!st) {
             if (last) comm_zero_last_backward(&tr->zero);
             st = backward(tr, err);
@@ -295,7 +268,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
         }
         if (last && agreed) return st;
     }
-    return agree(tr, st, err);
+    return tr_agree(tr, st, err);
 }
 
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
@@ -345,7 +318,7 @@ static rt_status run(trainer *tr, rt_error_t err) {
     if (!o->quiet || (o->dry_run && tr->comm.rank == 0)) print_plan(tr);
     if (o->dry_run) return RT_OK;
     rt_status st = RT_OK;
-    for (int step = 0; step < o->steps && !st; step++) {
+    for (int step = tr->start_step; step < o->steps && !st; step++) {
         if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
             st = validate(tr, step, err);
         if (!st && o->sample_every > 0 && step > 0 && step % o->sample_every == 0 &&
@@ -353,24 +326,13 @@ static rt_status run(trainer *tr, rt_error_t err) {
             st = sample(tr, err);
         /* A failed sample on rank 0 enters the step's agreement. */
         if (!st || tr->comm.world > 1) st = train_step(tr, step, st, err);
+        if (!st && o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < o->steps)
+            st = tr_save(tr, step + 1, err);
     }
     if (!st && tr->have_val && o->val_every > 0) st = validate(tr, o->steps, err);
-    comm_error_t zerr;
-    if (!st && comm_zero_collect_params(&tr->zero, &tr->model, zerr)) {
-        snprintf(err, RT_ERRLEN, "%s", zerr);
-        st = RT_ERR_RUN;
-    }
-    if (st || tr->comm.rank != 0) return st;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/model.h5", o->run_dir);
-    ckpt_error_t cerr;
-    if (ckpt_save_model(path, &tr->model, o->steps, cerr)) {
-        snprintf(err, RT_ERRLEN, "%s", cerr);
-        return RT_ERR_RUN;
-    }
-    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s\"", o->steps, path);
-    if (!o->quiet) printf("saved %s\n", path);
-    return RT_OK;
+    if (!st) st = tr_save(tr, o->steps, err);
+    if (!st && tr->comm.rank == 0) tr_link_model(tr, o->steps);
+    return st;
 }
 
 /* Every rank must run the same command line: a rank with other flags would
@@ -412,7 +374,8 @@ int rt_cmd_train(int argc, char **argv) {
         .schedule = "cosine", .batch = 4, .seq = 64, .steps = 100, .warmup = 10,
         .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
-        .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f, .comm_timeout = 600};
+        .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
+        .comm_timeout = 600, .keep_last = 3, .resume = ""};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
@@ -455,6 +418,13 @@ int rt_cmd_train(int argc, char **argv) {
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
         {"dry-run", RT_BOOL, &o->dry_run, "check everything, print the model, FLOPs per "
                                          "step and memory per rank, and stop"},
+        {"save-every", RT_INT, &o->save_every, "save a checkpoint every N steps (RUN_DIR/"
+                                               "ckpt_<step>.h5); 0: only at the end"},
+        {"keep-last", RT_INT, &o->keep_last, "keep the newest N checkpoints; 0 keeps all"},
+        {"keep-every", RT_INT, &o->keep_every, "also keep every checkpoint whose step is a "
+                                               "multiple of N; 0 is off"},
+        {"resume", RT_STR, &o->resume, "auto (RUN_DIR/latest, if any) or a checkpoint file "
+                                       "to continue from; empty starts fresh"},
         {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective takes "
                                                     "longer than this many seconds; 0 is off"},
     };
@@ -467,7 +437,8 @@ int rt_cmd_train(int argc, char **argv) {
     comm_set_timeout(o->comm_timeout);
     if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
     rt_status st = same_settings(&tr, argc, argv, err);
-    if (!st) st = agree(&tr, setup(&tr, err), err);
+    if (!st) st = tr_agree(&tr, setup(&tr, err), err);
+    if (!st && o->resume[0] && !o->dry_run) st = tr_agree(&tr, tr_resume(&tr, err), err);
     if (!st) st = run(&tr, err);
     teardown(&tr);
     /* Every rank of a job says why it stops, naming itself. */

@@ -32,7 +32,7 @@ static void test_round_trip(void **state) {
     gpt_model a, b;
     make_model(&a, 77, 5);
     ckpt_error_t err;
-    assert_int_equal(ckpt_save_model(path, &a, 12, err), CKPT_OK);
+    assert_int_equal(ckpt_save_model(path, &a, 12, NULL, err), CKPT_OK);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     assert_int_not_equal(access(tmp, F_OK), 0);
     gpt_config cfg;
@@ -44,7 +44,7 @@ static void test_round_trip(void **state) {
     assert_memory_equal(a.params, b.params, a.table.total * sizeof(float));
     /* Saving again over the same path replaces the file atomically. */
     gpt_init_weights(&a, 6);
-    assert_int_equal(ckpt_save_model(path, &a, 13, err), CKPT_OK);
+    assert_int_equal(ckpt_save_model(path, &a, 13, NULL, err), CKPT_OK);
     assert_int_equal(ckpt_load_model(path, &b, err), CKPT_OK);
     assert_memory_equal(a.params, b.params, a.table.total * sizeof(float));
     gpt_model_free(&a);
@@ -61,7 +61,7 @@ static void test_bad_files(void **state) {
     make_model(&a, 77, 1);
     make_model(&other, 78, 1);
     ckpt_error_t err;
-    assert_int_equal(ckpt_save_model(path, &a, 1, err), CKPT_OK);
+    assert_int_equal(ckpt_save_model(path, &a, 1, NULL, err), CKPT_OK);
     assert_int_equal(ckpt_load_model(path, &other, err), CKPT_ERR_FORMAT);
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "config differs"));
@@ -75,7 +75,7 @@ static void test_bad_files(void **state) {
     assert_non_null(strstr(err, missing));
     char baddir[300];
     snprintf(baddir, sizeof(baddir), "%s/no/such/dir/m.h5", dir);
-    assert_int_equal(ckpt_save_model(baddir, &a, 1, err), CKPT_ERR_IO);
+    assert_int_equal(ckpt_save_model(baddir, &a, 1, NULL, err), CKPT_ERR_IO);
     assert_non_null(strstr(err, "no/such/dir"));
     gpt_model_free(&a);
     gpt_model_free(&other);

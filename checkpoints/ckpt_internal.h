@@ -1,0 +1,41 @@
+/* ckpt_internal.h: what the checkpoint module's files share: HDF5 attribute
+ * helpers, the atomic commit of a finished file, opening a file with its
+ * version checked, and the selection of a flat-buffer range inside a
+ * tensor's dataset. Not part of the public API. */
+#ifndef CKPT_INTERNAL_H
+#define CKPT_INTERNAL_H
+
+#include <hdf5.h>
+#include "checkpoint.h"
+
+herr_t ckpt_put_long(hid_t loc, const char *name, long value);
+herr_t ckpt_put_string(hid_t loc, const char *name, const char *value);
+herr_t ckpt_get_long(hid_t loc, const char *name, long *value);
+/* Reads a string attribute into buf (at most len bytes with the NUL). */
+herr_t ckpt_get_string(hid_t loc, const char *name, char *buf, size_t len);
+
+/* The root attributes: format version, model config, step, tokenizer
+ * reference ("" for none) and the writer's version. */
+herr_t ckpt_write_attrs(hid_t file, const gpt_model *m, long step, const char *tokenizer);
+
+/* Rows of tensor i as stored: wte keeps only the real vocabulary. */
+hsize_t ckpt_stored_rows(const gpt_model *m, int i);
+
+/* fsyncs tmp, renames it over path and fsyncs the directory, so a crash
+ * leaves the old file or the complete new one. */
+ckpt_status ckpt_commit(const char *tmp, const char *path, ckpt_error_t err);
+
+/* Opens path read-only after checking it is a gptrain HDF5 file of a format
+ * version this build reads; *version is set. */
+ckpt_status ckpt_open(const char *path, hid_t *f, long *version, ckpt_error_t err);
+
+/* The model config of an open file, validated. */
+ckpt_status ckpt_config_of(hid_t f, const char *path, gpt_config *cfg, ckpt_error_t err);
+
+/* Selects in dataspace sp (tensor i's stored shape) the elements that are
+ * floats [lo, hi) of the flat buffers; returns how many (0: none selected).
+ * *first is the flat index of the first, so the data sit at buf + (*first -
+ * lo) of a buffer that starts at float lo. */
+size_t ckpt_select(hid_t sp, const gpt_model *m, int i, size_t lo, size_t hi, size_t *first);
+
+#endif

@@ -1,0 +1,155 @@
+/* train_ckpt.c: checkpoints of a training run: saving the full state
+ * (parameters, AdamW moments, step, loader position) every --save-every
+ * steps and at the end, pruning old ones, and resuming from one
+ * (--resume auto|PATH). Each rank writes and reads only its own shard of
+ * the flat buffers (checkpoint.h), so a checkpoint written by any world size
+ * and ZeRO stage resumes on any other: the data order is global
+ * (data.h), and the shards are only ranges of the same flat buffers. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "checkpoint.h"
+#include "train_internal.h"
+
+/* This rank's part: its shard for writing. Moments live for
+ * [opt_lo, opt_hi), which is the shard at stages >= 1 and the whole buffer
+ * at stage 0; parameters live whole, or as the shard at stage 3. */
+static ckpt_part shard_part(trainer *tr) {
+    comm_zero *z = &tr->zero;
+    gpt_model *m = &tr->model;
+    float *p = z->pshard ? z->pshard : m->params + z->lo;
+    return (ckpt_part){z->lo, z->hi, p, m->m + (z->lo - m->opt_lo), m->v + (z->lo - m->opt_lo)};
+}
+
+static long tokens_per_step(const trainer *tr) {
+    return (long)tr->accum * tr->o.batch * tr->o.seq * tr->comm.world;
+}
+
+rt_status tr_save(trainer *tr, int step, rt_error_t err) {
+    const train_opts *o = &tr->o;
+    data_loader_state ls = data_loader_get_state(&tr->train);
+    ckpt_train_state ts = {step, tokens_per_step(tr) * step, tr->model.adam_step, ls.epoch,
+                           ls.cursor, o->seed, tokens_per_step(tr), o->seq, !o->no_shuffle,
+                           tr->train.epoch_samples, tr->comm.world, o->zero};
+    char name[64], path[4096];
+    ckpt_name(name, sizeof name, step);
+    snprintf(path, sizeof path, "%s/%s", o->run_dir, name);
+    ckpt_part part = shard_part(tr);
+    ckpt_error_t cerr;
+    comm_set_step(step);
+    if (ckpt_save(path, &tr->model, &part, &ts, tr->tok ? DATA_TOKENIZER_FILE : "", cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
+    if (tr->comm.rank != 0) return RT_OK;
+    if (ckpt_set_latest(o->run_dir, name, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
+    ckpt_prune(o->run_dir, o->keep_last, o->keep_every);
+    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s\"", step, path);
+    if (!o->quiet) printf("saved %s\n", path);
+    return RT_OK;
+}
+
+void tr_link_model(trainer *tr, int step) {
+    char name[64], from[4096], tmp[4096], to[4096];
+    ckpt_name(name, sizeof name, step);
+    snprintf(from, sizeof from, "%s/%s", tr->o.run_dir, name);
+    snprintf(tmp, sizeof tmp, "%s/model.h5.tmp", tr->o.run_dir);
+    snprintf(to, sizeof to, "%s/model.h5", tr->o.run_dir);
+    unlink(tmp);
+    if (link(from, tmp) != 0 || rename(tmp, to) != 0) {
+        fprintf(stderr, "gptrain train: note: cannot link %s to %s (%s); the final model is "
+                "%s\n", to, from, strerror(errno), from);
+        unlink(tmp);
+    }
+}
+
+/* What must match for the continuation to read the same data in the same
+ * order; a mismatch names the checkpoint and the value. */
+static rt_status check_state(trainer *tr, const char *path, const ckpt_train_state *ts,
+                             rt_error_t err) {
+    const train_opts *o = &tr->o;
+    const char *what = NULL;
+    long had = 0, now = 0;
+    if (ts->seq != o->seq) what = "--seq", had = ts->seq, now = o->seq;
+    else if (ts->seed != o->seed) what = "--seed", had = ts->seed, now = o->seed;
+    else if (ts->shuffle != !o->no_shuffle) what = "shuffling", had = ts->shuffle,
+        now = !o->no_shuffle;
+    else if (ts->total_batch != tokens_per_step(tr))
+        what = "tokens per step (--total-batch)", had = ts->total_batch,
+        now = tokens_per_step(tr);
+    else if (ts->epoch_samples != tr->train.epoch_samples)
+        what = "train samples per epoch (the dataset changed?)", had = (long)ts->epoch_samples,
+        now = (long)tr->train.epoch_samples;
+    if (what) {
+        snprintf(err, RT_ERRLEN, "%s: written with %s %ld, this run has %ld; resume with "
+                 "the same value", path, what, had, now);
+        return RT_ERR_USAGE;
+    }
+    if (ts->step >= o->steps) {
+        snprintf(err, RT_ERRLEN, "%s: already at step %ld of --steps %d; raise --steps to "
+                 "train on", path, ts->step, o->steps);
+        return RT_ERR_USAGE;
+    }
+    return RT_OK;
+}
+
+/* The checkpoint --resume names: auto is RUN_DIR/latest, or nothing. */
+static rt_status resume_path(trainer *tr, char *path, size_t len, rt_error_t err) {
+    const char *r = tr->o.resume;
+    ckpt_error_t cerr;
+    path[0] = '\0';
+    if (strcmp(r, "auto") != 0) {
+        snprintf(path, len, "%s", r);
+        return RT_OK;
+    }
+    ckpt_status cs = ckpt_latest(tr->o.run_dir, path, len, cerr);
+    if (cs == CKPT_ERR_IO) {
+        path[0] = '\0';
+        if (!tr->o.quiet) printf("no checkpoint in %s: starting fresh\n", tr->o.run_dir);
+        return RT_OK;
+    }
+    if (cs) snprintf(err, RT_ERRLEN, "%s", cerr);
+    return cs ? RT_ERR_USAGE : RT_OK;
+}
+
+rt_status tr_resume(trainer *tr, rt_error_t err) {
+    char path[4096];
+    rt_status st = resume_path(tr, path, sizeof path, err);
+    if (st || !path[0]) return st;
+    ckpt_train_state ts;
+    ckpt_error_t cerr;
+    gpt_model *m = &tr->model;
+    if (ckpt_read_state(path, &ts, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_USAGE;
+    }
+    if ((st = check_state(tr, path, &ts, err))) return st;
+    /* Parameters whole (or this rank's shard at stage 3), moments where
+     * this rank keeps them. */
+    comm_zero *z = &tr->zero;
+    ckpt_part params = z->pshard ? (ckpt_part){z->lo, z->hi, z->pshard, NULL, NULL}
+                                 : (ckpt_part){0, m->table.total, m->params, NULL, NULL};
+    ckpt_part moments = {m->opt_lo, m->opt_hi, NULL, m->m, m->v};
+    data_error_t derr;
+    if (ckpt_load_part(path, m, &params, cerr) || ckpt_load_part(path, m, &moments, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_USAGE;
+    }
+    if (data_loader_set_state(&tr->train, (data_loader_state){ts.epoch, ts.cursor}, derr)) {
+        snprintf(err, RT_ERRLEN, "%s: %s", path, derr);
+        return RT_ERR_USAGE;
+    }
+    m->adam_step = (int)ts.adam_step;
+    tr->start_step = (int)ts.step;
+    snprintf(tr->resumed_from, sizeof tr->resumed_from, "%s", path);
+    if (!tr->o.quiet)
+        printf("resumed from %s at step %ld (written by %d ranks at ZeRO stage %d)\n", path,
+               ts.step, ts.world, ts.zero);
+    rt_metrics_write(&tr->metrics, "\"event\":\"resume\",\"step\":%ld,\"path\":\"%s\"", ts.step,
+                     path);
+    return RT_OK;
+}

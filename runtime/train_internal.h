@@ -1,0 +1,56 @@
+/* train_internal.h: the trainer shared by train.c (the loop) and
+ * train_ckpt.c (saving and resuming checkpoints). Not a public API. */
+#ifndef TRAIN_INTERNAL_H
+#define TRAIN_INTERNAL_H
+
+#include "comm.h"
+#include "data.h"
+#include "runtime.h"
+
+typedef struct {
+    const char *data, *run_dir, *model, *schedule;
+    int layers, heads, channels, max_seq, vocab;
+    int batch, seq, steps, warmup;
+    long total_batch, seed;
+    float lr, final_frac, decay_frac, wd, clip, beta1, beta2, eps;
+    int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
+    int zero, dry_run;
+    float comm_timeout, bucket_mb;
+    int save_every, keep_last, keep_every;
+    const char *resume; /* "" (none), "auto" or a checkpoint path */
+} train_opts;
+
+typedef struct {
+    train_opts o;
+    gpt_config cfg;
+    rt_schedule sched;
+    int accum;
+    gpt_model model;
+    data_tokenizer *tok; /* the data's tokenizer, or NULL for bare llm.c shards */
+    data_loader train, val;
+    int have_val;
+    comm_ctx comm;
+    comm_zero zero;
+    rt_metrics metrics;
+    int *inputs, *targets;
+    int start_step;  /* steps already taken (a resumed run) */
+    char resumed_from[4096];
+} trainer;
+
+/* Agreement after work that can fail on one rank alone: every rank learns
+ * whether any failed (see train.c). */
+rt_status tr_agree(trainer *tr, rt_status st, rt_error_t err);
+
+/* Collective: saves the full training state after `step` steps as
+ * RUN_DIR/ckpt_<step>.h5, points RUN_DIR/latest at it and prunes old ones. */
+rt_status tr_save(trainer *tr, int step, rt_error_t err);
+
+/* Collective: with --resume, loads the checkpoint into the (already sharded)
+ * model, the optimizer and the loader, and sets tr->start_step. */
+rt_status tr_resume(trainer *tr, rt_error_t err);
+
+/* Rank 0, after the final save: RUN_DIR/model.h5 becomes the final
+ * checkpoint (a hard link, so pruning never takes it). */
+void tr_link_model(trainer *tr, int step);
+
+#endif
