@@ -5,6 +5,7 @@
  * turned off; each failure is reported once, as one line naming the file
  * and the object at fault. */
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -138,6 +139,11 @@ ckpt_status ckpt_save_model(const char *path, const gpt_model *m, long step,
     }
     herr_t r = ckpt_write_attrs(f, m, step, tokenizer);
     if (r >= 0) r = write_tensors(f, m);
+    uint64_t *sums = calloc(ckpt_nblocks(m), sizeof(uint64_t));
+    if (!sums) r = -1;
+    if (r >= 0) ckpt_sum_part(m, 0, m->table.total, m->params, sums);
+    if (r >= 0) r = ckpt_write_sums(f, "model", m, sums, 1, H5P_DEFAULT);
+    free(sums);
     if (H5Fclose(f) < 0) r = -1;
     if (r < 0) {
         unlink(tmp);
@@ -201,49 +207,22 @@ ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err
     return st;
 }
 
-static ckpt_status read_tensor(hid_t g, const gpt_model *m, int i, const char *path,
-                               ckpt_error_t err) {
-    const gpt_tensor *t = &m->table.t[i];
-    if (H5Lexists(g, t->name, H5P_DEFAULT) <= 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: missing tensor /model/%s", path, t->name);
-        return CKPT_ERR_FORMAT;
-    }
-    hid_t d = H5Dopen2(g, t->name, H5P_DEFAULT);
-    hid_t sp = H5Dget_space(d);
-    hsize_t dims[2] = {0, 1};
-    int nd = H5Sget_simple_extent_ndims(sp);
-    if (nd == t->ndim) H5Sget_simple_extent_dims(sp, dims, NULL);
-    herr_t r = -1;
-    if (nd == t->ndim && dims[0] == ckpt_stored_rows(m, i) && dims[1] == (hsize_t)t->shape[1])
-        r = H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                    m->params + t->offset);
-    H5Sclose(sp);
-    H5Dclose(d);
-    if (r < 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: tensor /model/%s has the wrong shape or "
-                 "cannot be read", path, t->name);
-        return CKPT_ERR_FORMAT;
-    }
-    return CKPT_OK;
+ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err) {
+    ckpt_part all = {0, m->table.total, m->params, NULL, NULL};
+    return ckpt_load_part(path, m, &all, err);
 }
 
-ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err) {
+ckpt_status ckpt_read_info(const char *path, ckpt_info *info, ckpt_error_t err) {
     hid_t f;
-    long version;
-    ckpt_status st = ckpt_open(path, &f, &version, err);
+    memset(info, 0, sizeof(*info));
+    ckpt_status st = ckpt_open(path, &f, &info->format_version, err);
     if (st) return st;
-    gpt_config cfg;
-    if (!(st = ckpt_config_of(f, path, &cfg, err)) && memcmp(&cfg, &m->cfg, sizeof(cfg)) != 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: model config differs from the model being loaded", path);
-        st = CKPT_ERR_FORMAT;
-    }
-    hid_t g = st ? -1 : H5Gopen2(f, "model", H5P_DEFAULT);
-    if (!st && g < 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: missing group /model", path);
-        st = CKPT_ERR_FORMAT;
-    }
-    for (int i = 0; i < m->table.count && !st; i++) st = read_tensor(g, m, i, path, err);
-    if (g >= 0) H5Gclose(g);
+    st = ckpt_config_of(f, path, &info->cfg, err);
+    ckpt_get_long(f, "step", &info->step);
+    ckpt_get_string(f, "tokenizer", info->tokenizer, sizeof info->tokenizer);
+    ckpt_get_string(f, "gptrain_version", info->version, sizeof info->version);
+    info->has_optimizer = H5Lexists(f, "optimizer", H5P_DEFAULT) > 0;
+    info->has_train = H5Lexists(f, "train", H5P_DEFAULT) > 0;
     H5Fclose(f);
     return st;
 }

@@ -41,6 +41,15 @@ ckpt_status ckpt_read_config(const char *path, gpt_config *cfg, ckpt_error_t err
  * (create m from ckpt_read_config). Checks every tensor's presence and shape. */
 ckpt_status ckpt_load_model(const char *path, gpt_model *m, ckpt_error_t err);
 
+/* What a file says about itself (gptrain inspect). */
+typedef struct {
+    long format_version, step;
+    gpt_config cfg;
+    char tokenizer[256], version[64]; /* "" when absent */
+    int has_optimizer, has_train;
+} ckpt_info;
+ckpt_status ckpt_read_info(const char *path, ckpt_info *info, ckpt_error_t err);
+
 /* ---- training checkpoints ------------------------------------------------ */
 
 /* The state besides the model that resumes training exactly. */

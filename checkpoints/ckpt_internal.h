@@ -38,4 +38,32 @@ ckpt_status ckpt_config_of(hid_t f, const char *path, gpt_config *cfg, ckpt_erro
  * lo) of a buffer that starts at float lo. */
 size_t ckpt_select(hid_t sp, const gpt_model *m, int i, size_t lo, size_t hi, size_t *first);
 
+/* Floats [p->lo, p->hi) of every tensor in group (e.g. "model",
+ * "optimizer/m") into buf, checking presence and shapes (state.c). */
+ckpt_status ckpt_read_buffer(hid_t f, const char *group, const gpt_model *m,
+                             const ckpt_part *p, float *buf, const char *path,
+                             ckpt_error_t err);
+
+/* ---- checksums (checksum.c) ----------------------------------------------- */
+
+#define CKPT_BLOCK 65536 /* floats of the flat buffer per checksum */
+size_t ckpt_nblocks(const gpt_model *m);
+/* Adds into sums[] the hashes of the stored floats of [lo, hi); buf[0] is
+ * float lo. */
+void ckpt_sum_part(const gpt_model *m, size_t lo, size_t hi, const float *buf,
+                   uint64_t *sums);
+/* Writes /checksums/<name> (the writer rank writes, the others select
+ * nothing; dxpl H5P_DEFAULT for one process). */
+herr_t ckpt_write_sums(hid_t f, const char *name, const gpt_model *m, const uint64_t *sums,
+                       int writer, hid_t dxpl);
+/* Collective: every rank's part of one buffer, summed over ranks, written. */
+herr_t ckpt_write_part_sums(hid_t f, const char *name, const gpt_model *m, const ckpt_part *p,
+                            const float *buf, hid_t dxpl);
+/* Checks the blocks that [p->lo, p->hi) touches against /checksums/<name>,
+ * reading the rest of any block read only in part. Files of format 1 have
+ * no checksums and pass. */
+ckpt_status ckpt_verify(hid_t f, const char *name, const char *group, const gpt_model *m,
+                        const ckpt_part *p, const float *buf, const char *path,
+                        ckpt_error_t err);
+
 #endif

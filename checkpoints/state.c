@@ -70,6 +70,9 @@ static herr_t write_all(hid_t f, const gpt_model *m, const ckpt_part *p,
     if (r >= 0) r = write_buffer(gm, m, p, p->params, dxpl);
     if (r >= 0) r = write_buffer(gmm, m, p, p->m, dxpl);
     if (r >= 0) r = write_buffer(gv, m, p, p->v, dxpl);
+    if (r >= 0) r = ckpt_write_part_sums(f, "model", m, p, p->params, dxpl);
+    if (r >= 0) r = ckpt_write_part_sums(f, "m", m, p, p->m, dxpl);
+    if (r >= 0) r = ckpt_write_part_sums(f, "v", m, p, p->v, dxpl);
     if (r >= 0) r = write_train(f, ts);
     if (r >= 0) r = H5Fflush(f, H5F_SCOPE_GLOBAL); /* MPI_File_sync on every rank */
     hid_t groups[] = {gv, gmm, go, gm};
@@ -150,7 +153,7 @@ ckpt_status ckpt_read_state(const char *path, ckpt_train_state *ts, ckpt_error_t
 }
 
 /* Floats [p->lo, p->hi) of every tensor in group `group` into buf. */
-static ckpt_status read_buffer(hid_t f, const char *group, const gpt_model *m,
+ckpt_status ckpt_read_buffer(hid_t f, const char *group, const gpt_model *m,
                                const ckpt_part *p, float *buf, const char *path,
                                ckpt_error_t err) {
     hid_t g = H5Lexists(f, group, H5P_DEFAULT) > 0 ? H5Gopen2(f, group, H5P_DEFAULT) : -1;
@@ -210,9 +213,14 @@ ckpt_status ckpt_load_part(const char *path, const gpt_model *m, const ckpt_part
                  m->cfg.n_head, m->cfg.n_embd, m->cfg.max_seq, m->cfg.vocab);
         st = CKPT_ERR_FORMAT;
     }
-    if (!st && part->params) st = read_buffer(f, "model", m, part, part->params, path, err);
-    if (!st && part->m) st = read_buffer(f, "optimizer/m", m, part, part->m, path, err);
-    if (!st && part->v) st = read_buffer(f, "optimizer/v", m, part, part->v, path, err);
+    /* Each buffer is read, then checked against its checksums. */
+    const char *groups[3] = {"model", "optimizer/m", "optimizer/v"}, *sums[3] = {"model", "m", "v"};
+    float *bufs[3] = {part->params, part->m, part->v};
+    for (int k = 0; k < 3 && !st; k++) {
+        if (!bufs[k]) continue;
+        st = ckpt_read_buffer(f, groups[k], m, part, bufs[k], path, err);
+        if (!st) st = ckpt_verify(f, sums[k], groups[k], m, part, bufs[k], path, err);
+    }
     H5Fclose(f);
     return st;
 }

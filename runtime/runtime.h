@@ -118,6 +118,7 @@ rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t er
 int rt_cmd_train(int argc, char **argv);
 int rt_cmd_prep(int argc, char **argv);
 int rt_cmd_sample(int argc, char **argv);
+int rt_cmd_inspect(int argc, char **argv);
 /* Under mpirun: times the CPU collectives at doubling sizes; rank 0 prints
  * the table. */
 int rt_cmd_commbench(int argc, char **argv);

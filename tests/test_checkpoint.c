@@ -64,7 +64,7 @@ static void test_bad_files(void **state) {
     assert_int_equal(ckpt_save_model(path, &a, 1, NULL, err), CKPT_OK);
     assert_int_equal(ckpt_load_model(path, &other, err), CKPT_ERR_FORMAT);
     assert_non_null(strstr(err, path));
-    assert_non_null(strstr(err, "config differs"));
+    assert_non_null(strstr(err, "model differs"));
     FILE *f = fopen(junk, "w");
     fputs("not hdf5 at all", f);
     fclose(f);
