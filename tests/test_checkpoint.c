@@ -1,6 +1,9 @@
 /* test_checkpoint.c: model files: a save/load round trip is bitwise exact,
- * no .tmp file is left behind, a config mismatch is refused,
- * and every kind of bad file is a clear error naming the file. */
+ * no .tmp file is left behind, a config mismatch is refused, and every kind
+ * of bad file (not HDF5, truncated, a foreign HDF5 file, a version from the
+ * future, a missing tensor, a tensor of the wrong shape, a flipped bit in
+ * the data) is a clear error naming the file; the run directory's latest
+ * pointer and pruning. (Parallel checkpoints: tests/resume.sh.) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <hdf5.h>
 #include "checkpoint.h"
 
 static char dir[] = "/tmp/gptrain_ckpt_XXXXXX";
@@ -81,6 +86,135 @@ static void test_bad_files(void **state) {
     gpt_model_free(&other);
 }
 
+/* Saves a fresh model file at path, then lets edit() change it with HDF5. */
+static void edited(const char *path, void (*edit)(hid_t f)) {
+    gpt_model a;
+    make_model(&a, 77, 3);
+    ckpt_error_t err;
+    assert_int_equal(ckpt_save_model(path, &a, 1, NULL, err), CKPT_OK);
+    gpt_model_free(&a);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    edit(f);
+    H5Fclose(f);
+}
+
+static void future_version(hid_t f) {
+    H5Adelete(f, "format_version");
+    long v = 99;
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "format_version", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_LONG, &v);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+static void drop_tensor(hid_t f) { H5Ldelete(f, "model/h.1.mlp.c_fc.bias", H5P_DEFAULT); }
+
+static void reshape_tensor(hid_t f) {
+    H5Ldelete(f, "model/h.0.ln_1.weight", H5P_DEFAULT);
+    hsize_t dims[1] = {31};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t d = H5Dcreate2(f, "model/h.0.ln_1.weight", H5T_IEEE_F32LE, sp, H5P_DEFAULT,
+                         H5P_DEFAULT, H5P_DEFAULT);
+    float z[31] = {0};
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, z);
+    H5Dclose(d);
+    H5Sclose(sp);
+}
+
+/* One float of wte changed in place, as a bad disk or copy would. */
+static void flip_value(hid_t f) {
+    hid_t d = H5Dopen2(f, "model/wte", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    hsize_t start[2] = {5, 7}, count[2] = {1, 1};
+    H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t mem = H5Screate_simple(1, count, NULL);
+    float v;
+    H5Dread(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, &v);
+    v = v * 1.0001f + 1e-6f;
+    H5Dwrite(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, &v);
+    H5Sclose(mem);
+    H5Sclose(sp);
+    H5Dclose(d);
+}
+
+/* Loading path into a model of its config fails with a message naming the
+ * file and containing want. */
+static void expect_bad(const char *path, const char *want) {
+    gpt_model b;
+    make_model(&b, 77, 3);
+    ckpt_error_t err;
+    assert_int_not_equal(ckpt_load_model(path, &b, err), CKPT_OK);
+    if (!strstr(err, path) || !strstr(err, want)) fail_msg("%s: got \"%s\"", want, err);
+    gpt_model_free(&b);
+}
+
+static void test_damaged_files(void **state) {
+    (void)state;
+    char path[256];
+    path_of(path, "future.h5");
+    edited(path, future_version);
+    expect_bad(path, "newer gptrain");
+    path_of(path, "dropped.h5");
+    edited(path, drop_tensor);
+    expect_bad(path, "missing tensor /model/h.1.mlp.c_fc.bias");
+    path_of(path, "reshaped.h5");
+    edited(path, reshape_tensor);
+    expect_bad(path, "h.0.ln_1.weight has shape (31");
+    path_of(path, "flipped.h5");
+    edited(path, flip_value);
+    expect_bad(path, "checksum mismatch in /model");
+    /* A foreign HDF5 file, and a truncated one. */
+    path_of(path, "foreign.h5");
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Gclose(H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Fclose(f);
+    expect_bad(path, "not a gptrain checkpoint");
+    char whole[256], cmd[700];
+    path_of(whole, "whole.h5");
+    path_of(path, "truncated.h5");
+    gpt_model a;
+    make_model(&a, 77, 3);
+    ckpt_error_t err;
+    assert_int_equal(ckpt_save_model(whole, &a, 1, NULL, err), CKPT_OK);
+    gpt_model_free(&a);
+    snprintf(cmd, sizeof cmd, "head -c 3000 %s > %s", whole, path);
+    assert_int_equal(system(cmd), 0);
+    expect_bad(path, "truncated");
+}
+
+static void test_latest_and_prune(void **state) {
+    (void)state;
+    char run[256], name[64], path[512], got[512];
+    path_of(run, "run");
+    assert_int_equal(mkdir(run, 0755), 0);
+    ckpt_error_t err;
+    assert_int_equal(ckpt_latest(run, got, sizeof got, err), CKPT_ERR_IO);
+    for (long step = 1; step <= 9; step++) {
+        ckpt_name(name, sizeof name, step);
+        snprintf(path, sizeof path, "%s/%s", run, name);
+        fclose(fopen(path, "w"));
+    }
+    snprintf(path, sizeof path, "%s/ckpt_00000010.h5.tmp", run);
+    fclose(fopen(path, "w"));
+    ckpt_name(name, sizeof name, 2);
+    assert_int_equal(ckpt_set_latest(run, name, err), CKPT_OK);
+    assert_int_equal(ckpt_latest(run, got, sizeof got, err), CKPT_OK);
+    snprintf(path, sizeof path, "%s/ckpt_00000002.h5", run);
+    assert_string_equal(got, path);
+    /* Newest 2 (8, 9), multiples of 3 (3, 6, 9), latest (2); the .tmp goes. */
+    ckpt_prune(run, 2, 3);
+    for (long step = 1; step <= 10; step++) {
+        ckpt_name(name, sizeof name, step);
+        snprintf(path, sizeof path, "%s/%s", run, name);
+        int want = step == 2 || step == 3 || step == 6 || step == 8 || step == 9;
+        if ((access(path, F_OK) == 0) != want) fail_msg("step %ld kept: %d", step, !want);
+    }
+    snprintf(path, sizeof path, "%s/ckpt_00000010.h5.tmp", run);
+    assert_int_not_equal(access(path, F_OK), 0);
+}
+
 static int setup(void **state) {
     (void)state;
     return mkdtemp(dir) ? 0 : -1;
@@ -97,6 +231,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_damaged_files),
+        cmocka_unit_test(test_latest_and_prune),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
