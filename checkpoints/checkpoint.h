@@ -85,8 +85,9 @@ ckpt_status ckpt_read_state(const char *path, ckpt_train_state *ts, ckpt_error_t
 
 /* Reads floats [part->lo, part->hi) of the parameters into part->params
  * (unless it is NULL) and, when part->m is not NULL, of both moments into
- * part->m and part->v (any rank, alone). The file's config must equal m's; every tensor must be there
- * at its shape. */
+ * part->m and part->v (any rank, alone). The file's config must equal m's;
+ * every tensor must be there at its shape, and the blocks read must match
+ * their checksums. */
 ckpt_status ckpt_load_part(const char *path, const gpt_model *m, const ckpt_part *part,
                            ckpt_error_t err);
 
