@@ -91,6 +91,28 @@ ckpt_status ckpt_read_state(const char *path, ckpt_train_state *ts, ckpt_error_t
 ckpt_status ckpt_load_part(const char *path, const gpt_model *m, const ckpt_part *part,
                            ckpt_error_t err);
 
+/* ---- other formats ---------------------------------------------------------- */
+
+/* Writes m's parameters as Hugging Face GPT-2 tensors (names, (in, out)
+ * Conv1D weights, the real vocabulary's rows) to dir/model.safetensors
+ * (atomically) and a matching dir/config.json. */
+ckpt_status ckpt_export_safetensors(const gpt_model *m, const char *dir, ckpt_error_t err);
+
+/* Creates m (B = T = 1) from a Hugging Face GPT-2 safetensors file (F32,
+ * F16 or BF16; names with or without "transformer."; other tensors such as
+ * attention masks are ignored). The heads come from heads > 0, else from
+ * config.json beside the file. */
+ckpt_status ckpt_import_safetensors(const char *path, int heads, gpt_model *m,
+                                    ckpt_error_t err);
+
+/* Creates m (B = T = 1) from an llm.c model file (gpt2_*.bin: header magic
+ * 20240326, version 3 float32 or 5 bfloat16). */
+ckpt_status ckpt_import_llmc(const char *path, gpt_model *m, ckpt_error_t err);
+
+/* Writes m's parameters as an llm.c model file (version 3, float32, with
+ * the padded vocabulary rows), atomically. */
+ckpt_status ckpt_export_llmc(const gpt_model *m, const char *path, ckpt_error_t err);
+
 /* ---- the run directory's checkpoints --------------------------------------- */
 
 /* The checkpoint file name for a step: ckpt_<step, 8 digits>.h5. */

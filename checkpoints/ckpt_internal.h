@@ -66,4 +66,12 @@ ckpt_status ckpt_verify(hid_t f, const char *name, const char *group, const gpt_
                         const ckpt_part *p, const float *buf, const char *path,
                         ckpt_error_t err);
 
+/* ---- Hugging Face GPT-2 layout (safetensors.c) --------------------------- */
+
+/* 1 when HF stores tensor i transposed (its Conv1D weights, (in, out)). */
+int st_transposed(const gpt_model *m, int i);
+/* HF's name of tensor i and its shape there (rows r, cols c; c is 1 for
+ * 1-D tensors). */
+void st_hf_layout(const gpt_model *m, int i, char *name, size_t len, size_t *r, size_t *c);
+
 #endif

@@ -119,6 +119,8 @@ int rt_cmd_train(int argc, char **argv);
 int rt_cmd_prep(int argc, char **argv);
 int rt_cmd_sample(int argc, char **argv);
 int rt_cmd_inspect(int argc, char **argv);
+int rt_cmd_export(int argc, char **argv);
+int rt_cmd_import(int argc, char **argv);
 /* Under mpirun: times the CPU collectives at doubling sizes; rank 0 prints
  * the table. */
 int rt_cmd_commbench(int argc, char **argv);

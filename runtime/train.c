@@ -23,10 +23,25 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Preset first, then any explicit dimension flags on top of it. */
+/* A model file's config (--init-from), or the preset with any explicit
+ * dimension flags on top of it. */
 static rt_status build_config(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
     gpt_error_t gerr;
+    if (o->init_from[0]) {
+        ckpt_error_t cerr;
+        int tok_vocab = tr->tok ? data_tok_vocab_size(tr->tok) : 0;
+        if (ckpt_read_config(o->init_from, &tr->cfg, cerr)) {
+            snprintf(err, RT_ERRLEN, "%s", cerr);
+            return RT_ERR_USAGE;
+        }
+        if (tok_vocab > tr->cfg.vocab) {
+            snprintf(err, RT_ERRLEN, "%s: the model's vocab %d is smaller than the data's "
+                     "tokenizer (%d tokens)", o->init_from, tr->cfg.vocab, tok_vocab);
+            return RT_ERR_USAGE;
+        }
+        return RT_OK;
+    }
     if (gpt_config_preset(o->model, &tr->cfg, gerr)) {
         snprintf(err, RT_ERRLEN, "%s", gerr);
         return RT_ERR_USAGE;
@@ -140,7 +155,12 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "%s", gerr);
         return RT_ERR_RUN;
     }
-    gpt_init_weights(&tr->model, (uint64_t)o->seed);
+    ckpt_error_t kerr;
+    if (!o->init_from[0]) gpt_init_weights(&tr->model, (uint64_t)o->seed);
+    else if (ckpt_load_model(o->init_from, &tr->model, kerr)) {
+        snprintf(err, RT_ERRLEN, "%s", kerr);
+        return RT_ERR_USAGE;
+    }
     comm_error_t cerr;
     /* Rank 0's weights for everyone, as DDP does: the seeded init already
      * agrees, but a rank must never train from weights of its own. */
@@ -375,12 +395,15 @@ int rt_cmd_train(int argc, char **argv) {
         .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
         .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
-        .comm_timeout = 600, .keep_last = 3, .resume = ""};
+        .comm_timeout = 600, .keep_last = 3, .resume = "", .init_from = ""};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
         {"run-dir", RT_STR, &o->run_dir, "output directory (metrics.jsonl, model.h5)"},
         {"model", RT_STR, &o->model, "preset: d1..d48, gpt2-124M/350M/774M/1558M"},
+        {"init-from", RT_STR, &o->init_from, "start from this model file's weights and config "
+                                             "(gptrain import makes one from safetensors or "
+                                             "llm.c); --model and the sizes are then unused"},
         {"layers", RT_INT, &o->layers, "override the preset's layers (0: keep)"},
         {"heads", RT_INT, &o->heads, "override the preset's heads (0: keep)"},
         {"channels", RT_INT, &o->channels, "override the preset's channels (0: keep)"},

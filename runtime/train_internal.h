@@ -18,6 +18,7 @@ typedef struct {
     float comm_timeout, bucket_mb;
     int save_every, keep_last, keep_every;
     const char *resume; /* "" (none), "auto" or a checkpoint path */
+    const char *init_from; /* "" or a model file to start from */
 } train_opts;
 
 typedef struct {

@@ -215,6 +215,47 @@ static void test_latest_and_prune(void **state) {
     assert_int_not_equal(access(path, F_OK), 0);
 }
 
+/* llm.c's bfloat16 files (version 5): an exported float32 file (version 3)
+ * rewritten as bfloat16 imports as the float32 model rounded toward zero to
+ * bfloat16, every parameter in its place. */
+static void test_llmc_bf16(void **state) {
+    (void)state;
+    char v3[256], v5[256];
+    path_of(v3, "m_v3.bin");
+    path_of(v5, "m_v5.bin");
+    gpt_model a, b;
+    make_model(&a, 77, 9);
+    ckpt_error_t err;
+    assert_int_equal(ckpt_export_llmc(&a, v3, err), CKPT_OK);
+    FILE *in = fopen(v3, "rb"), *out = fopen(v5, "wb");
+    int32_t h[256];
+    assert_int_equal(fread(h, sizeof h, 1, in), 1);
+    assert_int_equal(h[1], 3);
+    h[1] = 5;
+    fwrite(h, sizeof h, 1, out);
+    float x;
+    while (fread(&x, 4, 1, in) == 1) {
+        uint32_t bits;
+        memcpy(&bits, &x, 4);
+        uint16_t top = (uint16_t)(bits >> 16);
+        fwrite(&top, 2, 1, out);
+    }
+    fclose(in);
+    fclose(out);
+    assert_int_equal(ckpt_import_llmc(v5, &b, err), CKPT_OK);
+    assert_memory_equal(&a.cfg, &b.cfg, sizeof(gpt_config));
+    for (size_t i = 0; i < a.table.total; i++) {
+        uint32_t bits;
+        memcpy(&bits, &a.params[i], 4);
+        bits &= 0xffff0000u;
+        float want;
+        memcpy(&want, &bits, 4);
+        if (b.params[i] != want) fail_msg("float %zu: %g, want %g", i, b.params[i], want);
+    }
+    gpt_model_free(&a);
+    gpt_model_free(&b);
+}
+
 static int setup(void **state) {
     (void)state;
     return mkdtemp(dir) ? 0 : -1;
@@ -233,6 +274,7 @@ int main(void) {
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_damaged_files),
         cmocka_unit_test(test_latest_and_prune),
+        cmocka_unit_test(test_llmc_bf16),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
