@@ -91,6 +91,33 @@ ckpt_status ckpt_read_state(const char *path, ckpt_train_state *ts, ckpt_error_t
 ckpt_status ckpt_load_part(const char *path, const gpt_model *m, const ckpt_part *part,
                            ckpt_error_t err);
 
+/* ---- background saves (--async-save) ---------------------------------------- */
+
+typedef struct ckpt_async ckpt_async;
+
+/* Collective over MPI_COMM_WORLD: a background writer with a communicator
+ * of its own. Needs MPI initialised with MPI_THREAD_MULTIPLE (an error
+ * otherwise). */
+ckpt_status ckpt_async_new(ckpt_async **a, ckpt_error_t err);
+
+/* Collective: waits for the previous save (returning its status if it
+ * failed), copies this rank's part and the training state into the
+ * writer's own buffers, and returns while a thread writes path exactly as
+ * ckpt_save would; on rank 0, once the file is committed, the thread calls
+ * committed(ctx, path) (to update `latest`). The model's table and config
+ * must stay as they are until the save ends. */
+ckpt_status ckpt_async_save(ckpt_async *a, const char *path, const gpt_model *m,
+                            const ckpt_part *part, const ckpt_train_state *ts,
+                            const char *tokenizer, void (*committed)(void *, const char *),
+                            void *ctx, ckpt_error_t err);
+
+/* Waits for the save in flight, if any; its status, the same on every rank.
+ * Call before anything else touches HDF5 files. */
+ckpt_status ckpt_async_wait(ckpt_async *a, ckpt_error_t err);
+
+/* Collective: waits, then frees the writer and its communicator. */
+void ckpt_async_free(ckpt_async *a);
+
 /* ---- other formats ---------------------------------------------------------- */
 
 /* Writes m's parameters as Hugging Face GPT-2 tensors (names, (in, out)

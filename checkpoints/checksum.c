@@ -77,18 +77,17 @@ herr_t ckpt_write_sums(hid_t f, const char *name, const gpt_model *m, const uint
 }
 
 herr_t ckpt_write_part_sums(hid_t f, const char *name, const gpt_model *m, const ckpt_part *p,
-                            const float *buf, hid_t dxpl) {
+                            const float *buf, hid_t dxpl, MPI_Comm comm) {
     uint64_t *sums = calloc(ckpt_nblocks(m), sizeof(uint64_t));
     int bad = !sums, rank;
-    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
     if (bad) {
         free(sums);
         return -1;
     }
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_rank(comm, &rank);
     ckpt_sum_part(m, p->lo, p->hi, buf, sums);
-    MPI_Allreduce(MPI_IN_PLACE, sums, (int)ckpt_nblocks(m), MPI_UINT64_T, MPI_SUM,
-                  MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, sums, (int)ckpt_nblocks(m), MPI_UINT64_T, MPI_SUM, comm);
     herr_t r = ckpt_write_sums(f, name, m, sums, rank == 0, dxpl);
     free(sums);
     return r;

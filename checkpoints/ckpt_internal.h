@@ -6,6 +6,7 @@
 #define CKPT_INTERNAL_H
 
 #include <hdf5.h>
+#include <mpi.h>
 #include "checkpoint.h"
 
 herr_t ckpt_put_long(hid_t loc, const char *name, long value);
@@ -58,7 +59,12 @@ herr_t ckpt_write_sums(hid_t f, const char *name, const gpt_model *m, const uint
                        int writer, hid_t dxpl);
 /* Collective: every rank's part of one buffer, summed over ranks, written. */
 herr_t ckpt_write_part_sums(hid_t f, const char *name, const gpt_model *m, const ckpt_part *p,
-                            const float *buf, hid_t dxpl);
+                            const float *buf, hid_t dxpl, MPI_Comm comm);
+
+/* ckpt_save over the ranks of comm (the async writer has its own). */
+ckpt_status ckpt_save_on(MPI_Comm comm, const char *path, const gpt_model *m,
+                         const ckpt_part *part, const ckpt_train_state *ts,
+                         const char *tokenizer, ckpt_error_t err);
 /* Checks the blocks that [p->lo, p->hi) touches against /checksums/<name>,
  * reading the rest of any block read only in part. Files of format 1 have
  * no checksums and pass. */

@@ -58,7 +58,7 @@ static herr_t write_train(hid_t f, const ckpt_train_state *ts) {
 
 /* Everything but the commit, on every rank; -1 if any call failed here. */
 static herr_t write_all(hid_t f, const gpt_model *m, const ckpt_part *p,
-                        const ckpt_train_state *ts, const char *tokenizer) {
+                        const ckpt_train_state *ts, const char *tokenizer, MPI_Comm comm) {
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     herr_t r = ckpt_write_attrs(f, m, ts->step, tokenizer);
@@ -70,9 +70,9 @@ static herr_t write_all(hid_t f, const gpt_model *m, const ckpt_part *p,
     if (r >= 0) r = write_buffer(gm, m, p, p->params, dxpl);
     if (r >= 0) r = write_buffer(gmm, m, p, p->m, dxpl);
     if (r >= 0) r = write_buffer(gv, m, p, p->v, dxpl);
-    if (r >= 0) r = ckpt_write_part_sums(f, "model", m, p, p->params, dxpl);
-    if (r >= 0) r = ckpt_write_part_sums(f, "m", m, p, p->m, dxpl);
-    if (r >= 0) r = ckpt_write_part_sums(f, "v", m, p, p->v, dxpl);
+    if (r >= 0) r = ckpt_write_part_sums(f, "model", m, p, p->params, dxpl, comm);
+    if (r >= 0) r = ckpt_write_part_sums(f, "m", m, p, p->m, dxpl, comm);
+    if (r >= 0) r = ckpt_write_part_sums(f, "v", m, p, p->v, dxpl, comm);
     if (r >= 0) r = write_train(f, ts);
     if (r >= 0) r = H5Fflush(f, H5F_SCOPE_GLOBAL); /* MPI_File_sync on every rank */
     hid_t groups[] = {gv, gmm, go, gm};
@@ -83,32 +83,38 @@ static herr_t write_all(hid_t f, const gpt_model *m, const ckpt_part *p,
 }
 
 /* 1 when any rank passes 1. */
-static int any_rank(int bad) {
+static int any_rank(int bad, MPI_Comm comm) {
     int any = bad;
-    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
     return any;
 }
 
 ckpt_status ckpt_save(const char *path, const gpt_model *m, const ckpt_part *part,
                       const ckpt_train_state *ts, const char *tokenizer, ckpt_error_t err) {
+    return ckpt_save_on(MPI_COMM_WORLD, path, m, part, ts, tokenizer, err);
+}
+
+ckpt_status ckpt_save_on(MPI_Comm comm, const char *path, const gpt_model *m,
+                         const ckpt_part *part, const ckpt_train_state *ts,
+                         const char *tokenizer, ckpt_error_t err) {
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_rank(comm, &rank);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    if (any_rank(f < 0)) {
+    if (any_rank(f < 0, comm)) {
         if (f >= 0) H5Fclose(f);
         snprintf(err, CKPT_ERRLEN, "%s: cannot create the checkpoint file", tmp);
         return CKPT_ERR_IO;
     }
-    herr_t r = write_all(f, m, part, ts, tokenizer);
+    herr_t r = write_all(f, m, part, ts, tokenizer, comm);
     if (H5Fclose(f) < 0) r = -1;
     ckpt_status st = CKPT_OK;
-    if (any_rank(r < 0)) {
+    if (any_rank(r < 0, comm)) {
         snprintf(err, CKPT_ERRLEN, "%s: writing the checkpoint failed", tmp);
         st = CKPT_ERR_IO;
         if (rank == 0) unlink(tmp);
@@ -117,8 +123,8 @@ ckpt_status ckpt_save(const char *path, const gpt_model *m, const ckpt_part *par
     }
     /* Everyone learns rank 0's commit, and its message. */
     int code = (int)st;
-    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    MPI_Bcast(err, CKPT_ERRLEN, MPI_CHAR, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&code, 1, MPI_INT, 0, comm);
+    MPI_Bcast(err, CKPT_ERRLEN, MPI_CHAR, 0, comm);
     return (ckpt_status)code;
 }
 

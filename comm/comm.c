@@ -69,7 +69,7 @@ static void comm_board_init(MPI_Comm node, const comm_ctx *ctx) {
     MPI_Barrier(node); /* every slot is filled before any rank can read one */
 }
 
-comm_status comm_init(comm_ctx *ctx, comm_error_t err) {
+comm_status comm_init(comm_ctx *ctx, int threads, comm_error_t err) {
     int inited = 0;
     MPI_Initialized(&inited);
     if (!inited) {
@@ -78,8 +78,10 @@ comm_status comm_init(comm_ctx *ctx, comm_error_t err) {
          * allreduce on large buffers; Rabenseifner's algorithm (3) keeps up
          * with it. A value the user set wins; other MPIs ignore the name. */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0);
-        if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
-            snprintf(err, COMM_ERRLEN, "MPI_Init failed");
+        int provided;
+        if (MPI_Init_thread(NULL, NULL, threads ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED,
+                            &provided) != MPI_SUCCESS) {
+            snprintf(err, COMM_ERRLEN, "MPI_Init_thread failed");
             return COMM_ERR;
         }
         comm_we_initialised = 1;

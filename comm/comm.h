@@ -34,8 +34,11 @@ typedef struct {
     int local_rank, local_world; /* on this node (MPI_COMM_TYPE_SHARED) */
 } comm_ctx;
 
-/* Initialises MPI (if not yet) and fills ctx. */
-comm_status comm_init(comm_ctx *ctx, comm_error_t err);
+/* Initialises MPI (if not yet) and fills ctx. threads = 1 asks for
+ * MPI_THREAD_MULTIPLE, for a helper thread that runs collectives of its
+ * own (the background checkpoint writer); whether MPI granted it is for
+ * that helper to check. */
+comm_status comm_init(comm_ctx *ctx, int threads, comm_error_t err);
 
 /* Finalises MPI if comm_init initialised it. Collective. */
 void comm_finalize(comm_ctx *ctx);

@@ -210,7 +210,7 @@ int rt_cmd_commbench(int argc, char **argv) {
     rt_status st = bench_check(&b, op, backend, err);
     if (st) return rt_fail("commbench", st, err);
     comm_error_t cerr;
-    if (comm_init(&b.comm, cerr)) return rt_fail("commbench", RT_ERR_RUN, cerr);
+    if (comm_init(&b.comm, 0, cerr)) return rt_fail("commbench", RT_ERR_RUN, cerr);
     st = bench_alloc(&b, err);
     if (!st) st = bench_run(&b, err);
     free(b.buf);

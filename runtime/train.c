@@ -351,6 +351,7 @@ static rt_status run(trainer *tr, rt_error_t err) {
     }
     if (!st && tr->have_val && o->val_every > 0) st = validate(tr, o->steps, err);
     if (!st) st = tr_save(tr, o->steps, err);
+    if (!st) st = tr_save_wait(tr, err);
     if (!st && tr->comm.rank == 0) tr_link_model(tr, o->steps);
     return st;
 }
@@ -376,6 +377,7 @@ static rt_status same_settings(trainer *tr, int argc, char **argv, rt_error_t er
 }
 
 static void teardown(trainer *tr) {
+    ckpt_async_free(tr->saver);
     comm_zero_free(&tr->zero);
     gpt_model_free(&tr->model);
     data_loader_close(&tr->train);
@@ -446,6 +448,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"keep-last", RT_INT, &o->keep_last, "keep the newest N checkpoints; 0 keeps all"},
         {"keep-every", RT_INT, &o->keep_every, "also keep every checkpoint whose step is a "
                                                "multiple of N; 0 is off"},
+        {"async-save", RT_BOOL, &o->async_save, "write checkpoints in the background: the "
+                                                "step stalls only to copy this rank's part"},
         {"resume", RT_STR, &o->resume, "auto (RUN_DIR/latest, if any) or a checkpoint file "
                                        "to continue from; empty starts fresh"},
         {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective takes "
@@ -456,11 +460,12 @@ int rt_cmd_train(int argc, char **argv) {
     if (rc >= 0) return rc;
     rt_error_t err;
     comm_error_t cerr;
-    if (comm_init(&tr.comm, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
+    if (comm_init(&tr.comm, o->async_save, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
     comm_set_timeout(o->comm_timeout);
     if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
     rt_status st = same_settings(&tr, argc, argv, err);
     if (!st) st = tr_agree(&tr, setup(&tr, err), err);
+    if (!st) tr_saver_start(&tr);
     if (!st && o->resume[0] && !o->dry_run) st = tr_agree(&tr, tr_resume(&tr, err), err);
     if (!st) st = run(&tr, err);
     teardown(&tr);

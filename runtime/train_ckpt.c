@@ -26,6 +26,57 @@ static long tokens_per_step(const trainer *tr) {
     return (long)tr->accum * tr->o.batch * tr->o.seq * tr->comm.world;
 }
 
+/* Rank 0, once a checkpoint is committed: latest names it, old ones go. In
+ * a background save this runs on the writer thread, so a failure is kept
+ * for the next wait to report. */
+static void committed(void *ctx, const char *path) {
+    trainer *tr = ctx;
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    ckpt_error_t cerr;
+    if (ckpt_set_latest(tr->o.run_dir, name, cerr)) {
+        snprintf(tr->latest_err, sizeof tr->latest_err, "%s", cerr);
+        return;
+    }
+    ckpt_prune(tr->o.run_dir, tr->o.keep_last, tr->o.keep_every);
+    if (!tr->o.quiet) printf("saved %s\n", path);
+}
+
+/* After a save ended well everywhere: rank 0's latest pointer, agreed. */
+static rt_status saved(trainer *tr, int step, rt_error_t err) {
+    rt_status st = RT_OK;
+    if (tr->latest_err[0]) {
+        snprintf(err, RT_ERRLEN, "%s", tr->latest_err);
+        tr->latest_err[0] = '\0';
+        st = RT_ERR_RUN;
+    }
+    if ((st = tr_agree(tr, st, err))) return st;
+    char name[64];
+    ckpt_name(name, sizeof name, step);
+    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s/%s\"", step,
+                     tr->o.run_dir, name);
+    return RT_OK;
+}
+
+void tr_saver_start(trainer *tr) {
+    tr->pending_step = -1;
+    if (!tr->o.async_save) return;
+    ckpt_error_t cerr;
+    if (ckpt_async_new(&tr->saver, cerr) && tr->comm.rank == 0)
+        fprintf(stderr, "gptrain train: note: %s; saving in the foreground\n", cerr);
+}
+
+rt_status tr_save_wait(trainer *tr, rt_error_t err) {
+    if (!tr->saver || tr->pending_step < 0) return RT_OK;
+    ckpt_error_t cerr;
+    int step = tr->pending_step;
+    tr->pending_step = -1;
+    if (ckpt_async_wait(tr->saver, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
+    return saved(tr, step, err);
+}
+
 rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     const train_opts *o = &tr->o;
     data_loader_state ls = data_loader_get_state(&tr->train);
@@ -37,20 +88,26 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     snprintf(path, sizeof path, "%s/%s", o->run_dir, name);
     ckpt_part part = shard_part(tr);
     ckpt_error_t cerr;
+    const char *tok = tr->tok ? DATA_TOKENIZER_FILE : "";
     comm_set_step(step);
-    if (ckpt_save(path, &tr->model, &part, &ts, tr->tok ? DATA_TOKENIZER_FILE : "", cerr)) {
+    rt_status st = tr_save_wait(tr, err);
+    if (st) return st;
+    if (tr->saver) {
+        /* Returns once this rank's part is copied; a thread writes it. */
+        if (ckpt_async_save(tr->saver, path, &tr->model, &part, &ts, tok, committed, tr,
+                            cerr)) {
+            snprintf(err, RT_ERRLEN, "%s", cerr);
+            return RT_ERR_RUN;
+        }
+        tr->pending_step = step;
+        return RT_OK;
+    }
+    if (ckpt_save(path, &tr->model, &part, &ts, tok, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    if (tr->comm.rank != 0) return RT_OK;
-    if (ckpt_set_latest(o->run_dir, name, cerr)) {
-        snprintf(err, RT_ERRLEN, "%s", cerr);
-        return RT_ERR_RUN;
-    }
-    ckpt_prune(o->run_dir, o->keep_last, o->keep_every);
-    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s\"", step, path);
-    if (!o->quiet) printf("saved %s\n", path);
-    return RT_OK;
+    if (tr->comm.rank == 0) committed(tr, path);
+    return saved(tr, step, err);
 }
 
 void tr_link_model(trainer *tr, int step) {

@@ -16,7 +16,7 @@ typedef struct {
     int val_every, val_batches, sample_every, sample_tokens, log_every, quiet, no_shuffle;
     int zero, dry_run;
     float comm_timeout, bucket_mb;
-    int save_every, keep_last, keep_every;
+    int save_every, keep_last, keep_every, async_save;
     const char *resume; /* "" (none), "auto" or a checkpoint path */
     const char *init_from; /* "" or a model file to start from */
 } train_opts;
@@ -36,6 +36,9 @@ typedef struct {
     int *inputs, *targets;
     int start_step;  /* steps already taken (a resumed run) */
     char resumed_from[4096];
+    struct ckpt_async *saver; /* --async-save's writer, or NULL */
+    int pending_step;         /* the step of the background save in flight, or -1 */
+    char latest_err[512];     /* rank 0: why the writer could not update latest */
 } trainer;
 
 /* Agreement after work that can fail on one rank alone: every rank learns
@@ -49,6 +52,14 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err);
 /* Collective: with --resume, loads the checkpoint into the (already sharded)
  * model, the optimizer and the loader, and sets tr->start_step. */
 rt_status tr_resume(trainer *tr, rt_error_t err);
+
+/* Collective: waits for a background save in flight and reports how it
+ * ended (nothing to do without --async-save). */
+rt_status tr_save_wait(trainer *tr, rt_error_t err);
+
+/* Collective: with --async-save, the background writer (or, where MPI has
+ * no MPI_THREAD_MULTIPLE, a note and saves in the foreground). */
+void tr_saver_start(trainer *tr);
 
 /* Rank 0, after the final save: RUN_DIR/model.h5 becomes the final
  * checkpoint (a hard link, so pruning never takes it). */

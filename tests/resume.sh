@@ -5,6 +5,8 @@
 #  - Another world size and stage: a checkpoint written by 4 ranks at ZeRO 1
 #    resumed by 2 ranks at ZeRO 3 and by 1 rank at ZeRO 0: losses within
 #    1e-5 relative of the uninterrupted run.
+#  - --async-save (3 ranks at ZeRO 3): the same files as saving in the
+#    foreground, content for content (h5diff).
 #  - --keep-last / --keep-every, `latest`, model.h5, gptrain inspect.
 #  - Resuming with another --seq, past --steps, or from a damaged file: one
 #    error line naming the file.
@@ -63,6 +65,18 @@ for cfg in "2 3 --batch 2" "1 0 --batch 4"; do
         fail "4 ranks at ZeRO 1 resumed by $P at ZeRO $Z: final models differ"
     pass
 done
+
+# Background saves write what foreground saves write.
+for mode in fg bg; do
+    flag=; [ $mode = bg ] && flag=--async-save
+    run_p 3 "$tmp/$mode" --zero 3 --batch 2 --total-batch 384 --save-every 2 --keep-last 0 $flag
+done
+for s in 2 4 6 8; do
+    h5diff -q "$tmp/fg/ckpt_0000000$s.h5" "$tmp/bg/ckpt_0000000$s.h5" ||
+        fail "--async-save: checkpoint $s differs from the foreground save"
+done
+[ "$(grep -c '"event":"save"' "$tmp/bg/metrics.jsonl")" = 4 ] || fail "--async-save: save events"
+pass
 
 # Keeping: the newest 2 and every 3rd of saves at 1..8; latest is the last.
 run_p 2 "$tmp/keep" --batch 2 --save-every 1 --keep-last 2 --keep-every 3
