@@ -17,7 +17,7 @@
 #include "checkpoint.h"
 #include "train_internal.h"
 
-static double now_s(void) {
+double tr_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -292,7 +292,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
 }
 
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
-    double t0 = now_s(), loss = 0.0;
+    double t0 = tr_now(), loss = 0.0;
     comm_set_step(step + 1);
     comm_zero_begin(&tr->zero, &tr->model);
     if ((st = micro_steps(tr, &loss, st, err))) return st;
@@ -305,7 +305,7 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    double ms = (now_s() - t0) * 1e3;
+    double ms = (tr_now() - t0) * 1e3;
     long tokens = (long)tr->accum * tr->o.batch * tr->o.seq * tr->comm.world;
     if (!tr->o.quiet && ((step + 1) % tr->o.log_every == 0 || step + 1 == tr->o.steps))
         printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n",

@@ -41,8 +41,9 @@ static void committed(void *ctx, const char *path) {
     if (!tr->o.quiet) printf("saved %s\n", path);
 }
 
-/* After a save ended well everywhere: rank 0's latest pointer, agreed. */
-static rt_status saved(trainer *tr, int step, rt_error_t err) {
+/* After a save ended well everywhere: rank 0's latest pointer, agreed;
+ * the event records how long the save held up training (stall_ms). */
+static rt_status saved(trainer *tr, int step, double stall_ms, rt_error_t err) {
     rt_status st = RT_OK;
     if (tr->latest_err[0]) {
         snprintf(err, RT_ERRLEN, "%s", tr->latest_err);
@@ -52,8 +53,8 @@ static rt_status saved(trainer *tr, int step, rt_error_t err) {
     if ((st = tr_agree(tr, st, err))) return st;
     char name[64];
     ckpt_name(name, sizeof name, step);
-    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s/%s\"", step,
-                     tr->o.run_dir, name);
+    rt_metrics_write(&tr->metrics, "\"event\":\"save\",\"step\":%d,\"path\":\"%s/%s\","
+                     "\"stall_ms\":%.1f", step, tr->o.run_dir, name, stall_ms);
     return RT_OK;
 }
 
@@ -74,7 +75,7 @@ rt_status tr_save_wait(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    return saved(tr, step, err);
+    return saved(tr, step, tr->pending_stall_ms, err);
 }
 
 rt_status tr_save(trainer *tr, int step, rt_error_t err) {
@@ -89,6 +90,7 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     ckpt_part part = shard_part(tr);
     ckpt_error_t cerr;
     const char *tok = tr->tok ? DATA_TOKENIZER_FILE : "";
+    double t0 = tr_now();
     comm_set_step(step);
     rt_status st = tr_save_wait(tr, err);
     if (st) return st;
@@ -100,6 +102,7 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
             return RT_ERR_RUN;
         }
         tr->pending_step = step;
+        tr->pending_stall_ms = (tr_now() - t0) * 1e3;
         return RT_OK;
     }
     if (ckpt_save(path, &tr->model, &part, &ts, tok, cerr)) {
@@ -107,7 +110,7 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
         return RT_ERR_RUN;
     }
     if (tr->comm.rank == 0) committed(tr, path);
-    return saved(tr, step, err);
+    return saved(tr, step, (tr_now() - t0) * 1e3, err);
 }
 
 void tr_link_model(trainer *tr, int step) {

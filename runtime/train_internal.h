@@ -38,8 +38,12 @@ typedef struct {
     char resumed_from[4096];
     struct ckpt_async *saver; /* --async-save's writer, or NULL */
     int pending_step;         /* the step of the background save in flight, or -1 */
+    double pending_stall_ms;  /* how long that save held the training thread */
     char latest_err[512];     /* rank 0: why the writer could not update latest */
 } trainer;
+
+/* Seconds on a monotonic clock. */
+double tr_now(void);
 
 /* Agreement after work that can fail on one rank alone: every rank learns
  * whether any failed (see train.c). */
