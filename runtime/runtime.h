@@ -115,6 +115,16 @@ rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t er
 /* Each takes the arguments after the subcommand name and returns an exit
  * status (0, 1 or 2); errors are printed by the command as one line followed
  * by a usage line. */
+/* ---- preemption (preempt.c) ------------------------------------------------ */
+
+/* Exit code of a run stopped by a signal after saving a checkpoint. */
+#define RT_EXIT_PREEMPTED 4
+
+/* From now on SIGTERM, SIGINT and SIGUSR1 only record that a stop was asked. */
+void rt_preempt_install(void);
+/* The first such signal received, or 0. */
+int rt_preempt_pending(void);
+
 int rt_cmd_train(int argc, char **argv);
 int rt_cmd_prep(int argc, char **argv);
 int rt_cmd_sample(int argc, char **argv);

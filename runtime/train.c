@@ -333,6 +333,27 @@ static void print_plan(const trainer *tr) {
            mem.grads / 1048576.0, mem.optimizer / 1048576.0, mem.scratch / 1048576.0);
 }
 
+/* The signal every rank stops for (any rank's), or 0: one small agreement
+ * per step, so all ranks stop after the same step. */
+static int stop_signal(trainer *tr) {
+    int sig = rt_preempt_pending();
+    return tr->comm.world > 1 ? comm_max_int(sig) : sig;
+}
+
+/* A stop asked by a signal: save where we are, then say how to go on. */
+static rt_status stop(trainer *tr, int step, int sig, rt_error_t err) {
+    rt_status st = tr_save(tr, step, err);
+    if (!st) st = tr_save_wait(tr, err);
+    if (st) return st;
+    if (tr->comm.rank == 0)
+        fprintf(stderr, "gptrain train: stopped by signal %d (%s) after step %d; saved a "
+                "checkpoint; run the same command with --resume auto to continue (exit %d)\n",
+                sig, strsignal(sig), step, RT_EXIT_PREEMPTED);
+    rt_metrics_write(&tr->metrics, "\"event\":\"stop\",\"step\":%d,\"signal\":%d", step, sig);
+    tr->preempted = 1;
+    return RT_OK;
+}
+
 static rt_status run(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
     if (!o->quiet || (o->dry_run && tr->comm.rank == 0)) print_plan(tr);
@@ -348,6 +369,8 @@ static rt_status run(trainer *tr, rt_error_t err) {
         if (!st || tr->comm.world > 1) st = train_step(tr, step, st, err);
         if (!st && o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < o->steps)
             st = tr_save(tr, step + 1, err);
+        int sig = st || step + 1 == o->steps ? 0 : stop_signal(tr);
+        if (sig) return stop(tr, step + 1, sig, err);
     }
     if (!st && tr->have_val && o->val_every > 0) st = validate(tr, o->steps, err);
     if (!st) st = tr_save(tr, o->steps, err);
@@ -467,6 +490,7 @@ int rt_cmd_train(int argc, char **argv) {
     if (!st) st = tr_agree(&tr, setup(&tr, err), err);
     if (!st) tr_saver_start(&tr);
     if (!st && o->resume[0] && !o->dry_run) st = tr_agree(&tr, tr_resume(&tr, err), err);
+    rt_preempt_install();
     if (!st) st = run(&tr, err);
     teardown(&tr);
     /* Every rank of a job says why it stops, naming itself. */
@@ -476,5 +500,6 @@ int rt_cmd_train(int argc, char **argv) {
         memcpy(err, mine, RT_ERRLEN);
     }
     comm_finalize(&tr.comm);
+    if (!st && tr.preempted) return RT_EXIT_PREEMPTED;
     return st ? rt_fail("train", st, err) : 0;
 }

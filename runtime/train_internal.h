@@ -40,6 +40,7 @@ typedef struct {
     int pending_step;         /* the step of the background save in flight, or -1 */
     double pending_stall_ms;  /* how long that save held the training thread */
     char latest_err[512];     /* rank 0: why the writer could not update latest */
+    int preempted;            /* stopped by a signal after saving */
 } trainer;
 
 /* Seconds on a monotonic clock. */
