@@ -115,6 +115,24 @@ rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t er
 /* Each takes the arguments after the subcommand name and returns an exit
  * status (0, 1 or 2); errors are printed by the command as one line followed
  * by a usage line. */
+/* ---- cluster profiles (profile.c) -------------------------------------------- */
+
+typedef struct {
+    char name[256], path[4096]; /* "" when none was chosen */
+    char applied[4096];         /* NAME=value pairs, as applied */
+} rt_profile;
+
+/* Applies profile `name` (a name in launch/profiles, or a path with a '/';
+ * NULL or "" falls back to $GPTRAIN_PROFILE; none is fine) to this
+ * process's environment, without overriding variables already set. Call
+ * before MPI or NCCL starts. An unknown profile or a malformed line is
+ * RT_ERR_USAGE naming the file. */
+rt_status rt_profile_apply(const char *name, rt_profile *p, rt_error_t err);
+
+/* One line for the profile and one with the effective NCCL_*, UCX_* and
+ * OMPI_MCA_* variables. */
+void rt_profile_log(const rt_profile *p, FILE *out);
+
 /* ---- preemption (preempt.c) ------------------------------------------------ */
 
 /* Exit code of a run stopped by a signal after saving a checkpoint. */

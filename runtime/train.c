@@ -420,7 +420,7 @@ int rt_cmd_train(int argc, char **argv) {
         .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
         .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
-        .comm_timeout = 600, .keep_last = 3, .resume = "", .init_from = ""};
+        .comm_timeout = 600, .keep_last = 3, .resume = "", .init_from = "", .profile = ""};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
@@ -475,6 +475,10 @@ int rt_cmd_train(int argc, char **argv) {
                                                 "step stalls only to copy this rank's part"},
         {"resume", RT_STR, &o->resume, "auto (RUN_DIR/latest, if any) or a checkpoint file "
                                        "to continue from; empty starts fresh"},
+        {"profile", RT_STR, &o->profile, "cluster profile: a name in launch/profiles "
+                                         "(azure-ndv5, oci-bm-gpu-h100, coreweave, generic-ib, "
+                                         "generic-ethernet, local) or a file; empty: "
+                                         "$GPTRAIN_PROFILE"},
         {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective takes "
                                                     "longer than this many seconds; 0 is off"},
     };
@@ -483,7 +487,10 @@ int rt_cmd_train(int argc, char **argv) {
     if (rc >= 0) return rc;
     rt_error_t err;
     comm_error_t cerr;
+    rt_profile prof;
+    if (rt_profile_apply(o->profile, &prof, err)) return rt_fail("train", RT_ERR_USAGE, err);
     if (comm_init(&tr.comm, o->async_save, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
+    if (tr.comm.rank == 0 && !o->quiet && !o->dry_run) rt_profile_log(&prof, stdout);
     comm_set_timeout(o->comm_timeout);
     if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
     rt_status st = same_settings(&tr, argc, argv, err);

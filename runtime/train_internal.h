@@ -19,6 +19,7 @@ typedef struct {
     int save_every, keep_last, keep_every, async_save;
     const char *resume; /* "" (none), "auto" or a checkpoint path */
     const char *init_from; /* "" or a model file to start from */
+    const char *profile;   /* "" or a cluster profile (profile.c) */
 } train_opts;
 
 typedef struct {
