@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-      hdf5-tools libcmocka-dev libopenblas-openmp-dev fortunes clang libclang-rt-14-dev)
+      hdf5-tools libcmocka-dev libopenblas-openmp-dev fortunes clang libclang-rt-14-dev
+      slurm-wlm munge)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy python3-h5py python3.11-doc dict-gcide)
 
 missing=()

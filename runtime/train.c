@@ -122,12 +122,12 @@ static void write_config(trainer *tr) {
         "\"accum\":%d,\"steps\":%d,\"lr\":%g,\"schedule\":\"%s\",\"warmup\":%d,"
         "\"seed\":%ld,\"shuffle\":%s,\"tokenizer\":%s,\"data\":\"%s\",\"ranks\":%d,"
         "\"zero\":%d,\"bytes_params\":%zu,\"bytes_grads\":%zu,\"bytes_optimizer\":%zu,"
-        "\"bytes_scratch\":%zu",
+        "\"bytes_scratch\":%zu,\"profile\":\"%s\"",
         c->n_layer, c->n_head, c->n_embd, c->max_seq, c->vocab, c->padded_vocab,
         gpt_num_params(c), o->batch, o->seq, tr->accum, o->steps, o->lr, o->schedule,
         o->warmup, o->seed, o->no_shuffle ? "false" : "true",
         tr->tok ? "\"" DATA_TOKENIZER_FILE "\"" : "null", o->data, tr->comm.world, o->zero,
-        mem.params, mem.grads, mem.optimizer, mem.scratch);
+        mem.params, mem.grads, mem.optimizer, mem.scratch, tr->profile);
 }
 
 /* Copies the tokenizer into the run directory, so the run stands alone. */
@@ -490,7 +490,8 @@ int rt_cmd_train(int argc, char **argv) {
     rt_profile prof;
     if (rt_profile_apply(o->profile, &prof, err)) return rt_fail("train", RT_ERR_USAGE, err);
     if (comm_init(&tr.comm, o->async_save, cerr)) return rt_fail("train", RT_ERR_RUN, cerr);
-    if (tr.comm.rank == 0 && !o->quiet && !o->dry_run) rt_profile_log(&prof, stdout);
+    if (tr.comm.rank == 0 && !o->quiet) rt_profile_log(&prof, stdout);
+    snprintf(tr.profile, sizeof tr.profile, "%s", prof.path);
     comm_set_timeout(o->comm_timeout);
     if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
     rt_status st = same_settings(&tr, argc, argv, err);

@@ -42,6 +42,7 @@ typedef struct {
     double pending_stall_ms;  /* how long that save held the training thread */
     char latest_err[512];     /* rank 0: why the writer could not update latest */
     int preempted;            /* stopped by a signal after saving */
+    char profile[4096];       /* the cluster profile's file, or "" */
 } trainer;
 
 /* Seconds on a monotonic clock. */
