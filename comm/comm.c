@@ -308,6 +308,14 @@ comm_status comm_broadcast(float *buf, size_t n, int root, comm_error_t err) {
     return COMM_OK;
 }
 
+comm_status comm_allgather_bytes(const void *mine, void *all, size_t bytes, comm_error_t err) {
+    MPI_Request req;
+    comm_enter();
+    int rc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD,
+                            &req);
+    return comm_wait(rc, &req, "allgather (bytes)", bytes, err);
+}
+
 void comm_barrier(void) {
     MPI_Request req;
     comm_error_t err;

@@ -74,6 +74,9 @@ void comm_barrier(void);
 /* Copies root's buf[0..n) into buf on every rank. n may exceed INT_MAX. */
 comm_status comm_broadcast(float *buf, size_t n, int root, comm_error_t err);
 
+/* Every rank's `bytes` bytes, in rank order, into all (world * bytes). */
+comm_status comm_allgather_bytes(const void *mine, void *all, size_t bytes, comm_error_t err);
+
 /* Mean over ranks of one double (losses). */
 double comm_mean_double(double v);
 

@@ -221,6 +221,29 @@ comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long 
     }
 }
 
+void comm_nccl_describe(char *out, size_t len) {
+    int n = device_count(), driver = 0, runtime = 0, nccl = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    ncclGetVersion(&nccl);
+    size_t k = (size_t)snprintf(out, len, "%d GPU%s", n, n == 1 ? "" : "s");
+    for (int d = 0; d < n && k < len; d++) {
+        struct cudaDeviceProp p;
+        if (cudaGetDeviceProperties(&p, d) != cudaSuccess) break;
+        k += (size_t)snprintf(out + k, len - k, "%s%s (%.0f GiB)", d ? ", " : ": ", p.name,
+                              p.totalGlobalMem / 1073741824.0);
+    }
+    cudaGetLastError();
+    if (k < len && driver)
+        k += (size_t)snprintf(out + k, len - k, "; driver for CUDA %d.%d", driver / 1000,
+                              driver % 1000 / 10);
+    else if (k < len)
+        k += (size_t)snprintf(out + k, len - k, "; no CUDA driver");
+    if (k < len)
+        snprintf(out + k, len - k, "; CUDA runtime %d.%d; NCCL %d.%d.%d", runtime / 1000,
+                 runtime % 1000 / 10, nccl / 10000, nccl % 10000 / 100, nccl % 100);
+}
+
 comm_status comm_nccl_alloc(comm_nccl *c, size_t n, float **dev, comm_error_t err) {
     *dev = NULL;
     CUDA_TRY(cudaSetDevice(c->device));

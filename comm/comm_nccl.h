@@ -58,6 +58,11 @@ comm_status comm_nccl_broadcast(comm_nccl *c, float *buf, size_t n, int root,
 comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long step,
                            comm_error_t err);
 
+/* One line about this process's GPUs: count, model and memory of each kind,
+ * driver and CUDA runtime versions, NCCL's version; or why there are none.
+ * Needs no communicator. */
+void comm_nccl_describe(char *out, size_t len);
+
 /* Device memory for n floats on c's device, zeroed (for benchmarks and
  * tests that have no CUDA code of their own); free with comm_nccl_release. */
 comm_status comm_nccl_alloc(comm_nccl *c, size_t n, float **dev, comm_error_t err);

@@ -190,6 +190,35 @@ static rt_status bench_run(bench *b, rt_error_t err) {
     return RT_OK;
 }
 
+/* Allocates, sweeps and frees: the benchmark once MPI is up. */
+static rt_status bench_go(bench *b, rt_error_t err) {
+    rt_status st = bench_alloc(b, err);
+    if (!st) st = bench_run(b, err);
+    free(b->buf);
+    free(b->counts);
+    free(b->displs);
+#ifdef GPTRAIN_HAVE_NCCL
+    comm_nccl_release(b->dev);
+    comm_nccl_free(b->nc);
+#endif
+    return st;
+}
+
+int rt_commbench_gpus(void) {
+#ifdef GPTRAIN_HAVE_NCCL
+    return comm_nccl_available();
+#else
+    return 0;
+#endif
+}
+
+rt_status rt_commbench_sweep(const comm_ctx *ctx, int nccl, long min_bytes, long max_bytes,
+                             long iters, rt_error_t err) {
+    bench b = {.op = BENCH_ALLREDUCE, .min_bytes = min_bytes, .max_bytes = max_bytes,
+               .iters = iters, .warmup = 2, .comm = *ctx, .nccl = nccl && rt_commbench_gpus()};
+    return bench_go(&b, err);
+}
+
 int rt_cmd_commbench(int argc, char **argv) {
     bench b = {.min_bytes = 8, .max_bytes = 268435456, .iters = 20, .warmup = 5};
     const char *op = "allreduce", *backend = "mpi";
@@ -211,15 +240,7 @@ int rt_cmd_commbench(int argc, char **argv) {
     if (st) return rt_fail("commbench", st, err);
     comm_error_t cerr;
     if (comm_init(&b.comm, 0, cerr)) return rt_fail("commbench", RT_ERR_RUN, cerr);
-    st = bench_alloc(&b, err);
-    if (!st) st = bench_run(&b, err);
-    free(b.buf);
-    free(b.counts);
-    free(b.displs);
-#ifdef GPTRAIN_HAVE_NCCL
-    comm_nccl_release(b.dev);
-    comm_nccl_free(b.nc);
-#endif
+    st = bench_go(&b, err);
     comm_finalize(&b.comm);
     return st ? rt_fail("commbench", st, err) : 0;
 }

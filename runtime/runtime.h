@@ -8,6 +8,7 @@
 #ifndef RUNTIME_H
 #define RUNTIME_H
 
+#include "comm.h"
 #include <stdint.h>
 #include <stdio.h>
 #include "data.h"
@@ -152,6 +153,15 @@ int rt_cmd_import(int argc, char **argv);
 /* Under mpirun: times the CPU collectives at doubling sizes; rank 0 prints
  * the table. */
 int rt_cmd_commbench(int argc, char **argv);
+int rt_cmd_doctor(int argc, char **argv);
+
+/* commbench's allreduce table from min_bytes to max_bytes, on an MPI world
+ * already up: over NCCL when nccl is set and a GPU is visible (in a CUDA
+ * build), else over MPI (for gptrain doctor). */
+rt_status rt_commbench_sweep(const comm_ctx *ctx, int nccl, long min_bytes, long max_bytes,
+                             long iters, rt_error_t err);
+/* 1 when this build has NCCL and a GPU is visible. */
+int rt_commbench_gpus(void);
 
 /* Prints the error and usage lines for a failed command; returns the exit code. */
 int rt_fail(const char *cmd, rt_status st, const char *msg);

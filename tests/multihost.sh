@@ -47,20 +47,27 @@ export OMP_NUM_THREADS=1
 make_corpus
 args="--data $tmp/data --model d2 --seq 32 --batch 2 --steps 12 --warmup 2 --val-every 0 --quiet"
 mpi_extra=
-two_hosts() { # two_hosts FLAGS...: one rank on each "host", TCP only; $mpi_extra: mpirun's
+two_hosts() { # two_hosts COMMAND FLAGS...: a rank on each "host", TCP only; $mpi_extra: mpirun's
     ip netns exec $ns1 "$MPIEXEC" -np 2 --hostfile "$tmp/hosts" --bind-to none $mpi_extra \
         --mca plm_rsh_agent "$tmp/agent" --mca btl tcp,self \
         --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
         -x OMP_NUM_THREADS -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
-        "$GPTRAIN" train $args "$@" </dev/null
+        "$GPTRAIN" "$@" </dev/null
 }
 "$MPIEXEC" -np 2 --oversubscribe --bind-to none "$GPTRAIN" train $args --run-dir "$tmp/one" \
     </dev/null || fail "the single-host run failed"
-timeout 120 bash -c "$(declare -f two_hosts); $(declare -p ns1 tmp MPIEXEC GPTRAIN args mpi_extra); two_hosts --run-dir $tmp/two" \
+timeout 120 bash -c "$(declare -f two_hosts); $(declare -p ns1 tmp MPIEXEC GPTRAIN args mpi_extra); two_hosts train $args --run-dir $tmp/two" \
     >"$tmp/out" 2>&1 || fail "the two-host run failed: $(tail -5 "$tmp/out")"
 cmp -s <(losses "$tmp/one/metrics.jsonl") <(losses "$tmp/two/metrics.jsonl") ||
     fail "two hosts differ from one host: $(losses "$tmp/two/metrics.jsonl" | head -3)"
 grep -q '"ranks":2' "$tmp/two/metrics.jsonl" || fail "not 2 ranks"
+pass
+
+# gptrain doctor sees two hosts that share the checkpoint directory.
+timeout 120 bash -c "$(declare -f two_hosts); $(declare -p ns1 tmp MPIEXEC GPTRAIN mpi_extra); two_hosts doctor --ckpt-dir $tmp/ck --io-mb 8" \
+    >"$tmp/doctor" 2>&1 || fail "doctor on two hosts: $(grep -m3 'FAIL\|error' "$tmp/doctor")"
+grep -q "^INFO  world  *2 ranks on 2 hosts" "$tmp/doctor" || fail "doctor: $(grep world "$tmp/doctor")"
+grep -q "^PASS  checkpoint dir shared" "$tmp/doctor" || fail "doctor: the shared directory"
 pass
 
 # The link goes down mid-run: the watchdog must end every rank.
@@ -68,7 +75,7 @@ args="${args/--steps 12/--steps 100000} --comm-timeout 4"
 run_pids() { pgrep -f -- "--run-dir $tmp/cut" | while read -r p; do
     [ "$(cat /proc/$p/comm 2>/dev/null)" = gptrain ] && echo $p; done; }
 mpi_extra="--output-filename $tmp/ranks"
-(timeout 120 bash -c "$(declare -f two_hosts); $(declare -p ns1 tmp MPIEXEC GPTRAIN args mpi_extra); two_hosts --run-dir $tmp/cut" \
+(timeout 120 bash -c "$(declare -f two_hosts); $(declare -p ns1 tmp MPIEXEC GPTRAIN args mpi_extra); two_hosts train $args --run-dir $tmp/cut" \
     >"$tmp/cut.out" 2>&1; echo $? >"$tmp/cut.rc") &
 for i in $(seq 300); do
     [ "$(losses "$tmp/cut/metrics.jsonl" 2>/dev/null | wc -l)" -ge 5 ] && break
