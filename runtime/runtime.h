@@ -4,7 +4,8 @@
  *
  * Exit codes, decided only by main: 0 success, 1 a failure while running
  * (I/O, memory), 2 bad input (flags, configs, data files, checkpoints); and
- * 3 when the collective watchdog aborts the job (comm.h), not through main. */
+ * 3 when the collective watchdog aborts the job (comm.h), not through main;
+ * 4 when a signal stopped training after a checkpoint (preempt.c). */
 #ifndef RUNTIME_H
 #define RUNTIME_H
 
