@@ -20,13 +20,17 @@ mkdir -p "$S/state" "$S/spool" "$tmp/runs"
 mkdir -m 0755 "$tmp/munge"
 chown munge:munge "$tmp/munge"
 
+# Stops the daemons (waiting until they are gone) and removes everything.
 teardown() {
     [ -n "${SLURM_CONF:-}" ] && scancel --full --quiet -u root 2>/dev/null
-    [ -f "$S/slurmd.pid" ] && kill "$(cat "$S/slurmd.pid")" 2>/dev/null
-    [ -f "$S/slurmctld.pid" ] && kill "$(cat "$S/slurmctld.pid")" 2>/dev/null
-    [ -f "$tmp/munge/munged.pid" ] && kill "$(cat "$tmp/munge/munged.pid")" 2>/dev/null
-    pkill -f -- "--run-dir $tmp/" 2>/dev/null
-    sleep 0.5
+    local f p i
+    for f in "$S/slurmd.pid" "$S/slurmctld.pid" "$tmp/munge/munged.pid"; do
+        p=$(cat "$f" 2>/dev/null) || continue
+        kill "$p" 2>/dev/null
+        for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+    done
+    pkill -9 -f -- "$tmp/" 2>/dev/null
     rm -rf "$tmp"
 }
 trap teardown EXIT
@@ -96,13 +100,17 @@ for i in $(seq 600); do
 done
 [ "$(losses "$run/metrics.jsonl" 2>/dev/null | wc -l)" -ge 10 ] || fail "the job logged no steps: $(tail -5 "$tmp/runs/job-$job.log" 2>/dev/null)"
 scancel --signal=USR1 --batch "$job" || fail "scancel --signal failed"
+# Done: COMPLETED with the last step logged (a requeued job may look
+# COMPLETED for a moment between its two runs). Slurm holds a requeued job
+# back for a while (its BeginTime) before it runs again.
+finished() { [ "$(state)" = COMPLETED ] && grep -q "\"step\":$N," "$run/metrics.jsonl"; }
 for i in $(seq 1200); do
-    [ "$(state)" = COMPLETED ] && break
+    finished && break
     case $(state) in FAILED|CANCELLED|TIMEOUT|NODE_FAIL)
         fail "the job ended $(state): $(tail -5 "$tmp/runs/job-$job.log")" ;; esac
     sleep 0.25
 done
-[ "$(state)" = COMPLETED ] || fail "the job did not finish: $(state): $(tail -5 "$tmp/runs/job-$job.log")"
+finished || fail "the job did not finish: $(state): $(tail -5 "$tmp/runs/job-$job.log")"
 log=$tmp/runs/job-$job.log
 grep -q "requeueing job $job" "$log" || fail "the job was not requeued: $(tail -5 "$log")"
 grep -q "restart 1" "$log" || fail "no restarted run in the log"
