@@ -44,6 +44,7 @@ static long comm_step;
 static MPI_Win comm_board_win = MPI_WIN_NULL;
 static comm_slot *comm_board; /* one slot per rank of this host, or NULL */
 static int comm_board_n, comm_board_me, comm_board_whole_world;
+static double comm_waited_s; /* time spent in comm_wait while running */
 
 /* Sets up the board over this host's ranks. Without it (one rank on the
  * host, or no shared-memory window) the watchdog still works and only its
@@ -111,6 +112,8 @@ void comm_finalize(comm_ctx *ctx) {
 void comm_set_timeout(double seconds) { comm_timeout_s = seconds; }
 
 void comm_set_step(long step) { comm_step = step; }
+
+double comm_wait_seconds(void) { return comm_waited_s; }
 
 /* ---- watchdog --------------------------------------------------------------- */
 
@@ -217,6 +220,7 @@ comm_status comm_wait(int rc, MPI_Request *req, const char *op, size_t bytes,
         double nap = waited / 32 < COMM_NAP_MAX_S ? waited / 32 : COMM_NAP_MAX_S;
         nanosleep(&(struct timespec){0, (long)(nap * 1e9)}, NULL);
     }
+    comm_waited_s += comm_now() - start;
     if (rc == MPI_SUCCESS) return COMM_OK;
     snprintf(err, COMM_ERRLEN, "MPI %s of %zu bytes failed", op, bytes);
     return COMM_ERR;

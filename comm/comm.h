@@ -53,6 +53,11 @@ void comm_set_timeout(double seconds);
  * message only (0 until set: start-up). */
 void comm_set_step(long step);
 
+/* Seconds this rank has spent waiting for collectives to finish, excluding
+ * stretches when it was not running: a step's time minus the growth of this
+ * is the time the rank was busy, which is what tells a straggler apart. */
+double comm_wait_seconds(void);
+
 /* Replaces buf[0..n) on every rank by the mean over ranks (sum, then divide
  * by the world size). n may exceed INT_MAX; it is reduced in pieces. */
 comm_status comm_allreduce_mean(float *buf, size_t n, comm_error_t err);

@@ -292,7 +292,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
 }
 
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
-    double t0 = tr_now(), loss = 0.0;
+    double t0 = tr_now(), w0 = comm_wait_seconds(), loss = 0.0;
     comm_set_step(step + 1);
     comm_zero_begin(&tr->zero, &tr->model);
     if ((st = micro_steps(tr, &loss, st, err))) return st;
@@ -305,14 +305,8 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    double ms = (tr_now() - t0) * 1e3;
-    long tokens = (long)tr->accum * tr->o.batch * tr->o.seq * tr->comm.world;
-    if (!tr->o.quiet && ((step + 1) % tr->o.log_every == 0 || step + 1 == tr->o.steps))
-        printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n",
-               step + 1, tr->o.steps, loss, opt.lr, norm, ms, tokens / (ms / 1e3));
-    rt_metrics_write(&tr->metrics, "\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,"
-                     "\"ms\":%.2f,\"tokens\":%ld", step + 1, loss, opt.lr, norm, ms,
-                     tokens * (step + 1));
+    double ms = (tr_now() - t0) * 1e3, busy = ms - (comm_wait_seconds() - w0) * 1e3;
+    tr_report_step(tr, step, loss, opt.lr, norm, ms, busy);
     return RT_OK;
 }
 
@@ -420,7 +414,8 @@ int rt_cmd_train(int argc, char **argv) {
         .seed = 1337, .lr = 1e-3f, .final_frac = 0.1f, .decay_frac = 0.2f, .wd = 0.1f,
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
         .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
-        .comm_timeout = 600, .keep_last = 3, .resume = "", .init_from = "", .profile = ""};
+        .comm_timeout = 600, .keep_last = 3, .straggler_every = 100,
+        .straggler_threshold = 1.25f, .resume = "", .init_from = "", .profile = ""};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
@@ -463,6 +458,13 @@ int rt_cmd_train(int argc, char **argv) {
         {"sample-every", RT_INT, &o->sample_every, "print a sample every N steps; 0 is off"},
         {"sample-tokens", RT_INT, &o->sample_tokens, "tokens per sample"},
         {"log-every", RT_INT, &o->log_every, "print a step line every N steps"},
+        {"peak-tflops", RT_FLOAT, &o->peak_tflops, "peak TFLOP/s of one rank's device: step "
+                                                   "lines show MFU instead of TFLOP/s (0: off)"},
+        {"straggler-every", RT_INT, &o->straggler_every, "compare the ranks' busy time every "
+                                                         "N steps (0: off)"},
+        {"straggler-threshold", RT_FLOAT, &o->straggler_threshold, "warn when the busiest "
+                                                                   "rank exceeds the median "
+                                                                   "by this factor"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
         {"dry-run", RT_BOOL, &o->dry_run, "check everything, print the model, FLOPs per "
                                          "step and memory per rank, and stop"},

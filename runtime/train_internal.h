@@ -20,6 +20,8 @@ typedef struct {
     const char *resume; /* "" (none), "auto" or a checkpoint path */
     const char *init_from; /* "" or a model file to start from */
     const char *profile;   /* "" or a cluster profile (profile.c) */
+    float peak_tflops, straggler_threshold;
+    int straggler_every;
 } train_opts;
 
 typedef struct {
@@ -43,6 +45,9 @@ typedef struct {
     char latest_err[512];     /* rank 0: why the writer could not update latest */
     int preempted;            /* stopped by a signal after saving */
     char profile[4096];       /* the cluster profile's file, or "" */
+    double ema_ms;            /* smoothed step time, for the ETA */
+    double busy_sum_ms;       /* busy time since the last straggler report */
+    int busy_steps;
 } trainer;
 
 /* Seconds on a monotonic clock. */
@@ -59,6 +64,11 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err);
 /* Collective: with --resume, loads the checkpoint into the (already sharded)
  * model, the optimizer and the loader, and sets tr->start_step. */
 rt_status tr_resume(trainer *tr, rt_error_t err);
+
+/* After each step (train_watch.c): the console line and the metrics record;
+ * every --straggler-every steps, collectively, the straggler report. */
+void tr_report_step(trainer *tr, int step, double loss, float lr, float norm, double ms,
+                    double busy_ms);
 
 /* Collective: waits for a background save in flight and reports how it
  * ended (nothing to do without --async-save). */
