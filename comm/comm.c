@@ -210,10 +210,12 @@ comm_status comm_wait(int rc, MPI_Request *req, const char *op, size_t bytes,
     double start = comm_now(), last = start;
     while (rc == MPI_SUCCESS) {
         int done = 0;
-        if ((rc = MPI_Test(req, &done, MPI_STATUS_IGNORE)) != MPI_SUCCESS || done) break;
+        rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        /* A stop can end inside MPI_Test too, even the last one. */
         double now = comm_now();
         if (now - last > COMM_GAP_S) start += now - last;
         last = now;
+        if (rc != MPI_SUCCESS || done) break;
         double waited = now - start;
         if (comm_timeout_s > 0 && waited > comm_timeout_s) comm_watchdog_abort(op, bytes);
         if (waited < COMM_SPIN_S) continue;

@@ -305,8 +305,7 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    double ms = (tr_now() - t0) * 1e3, busy = ms - (comm_wait_seconds() - w0) * 1e3;
-    tr_report_step(tr, step, loss, opt.lr, norm, ms, busy);
+    tr_report_step(tr, step, loss, opt.lr, norm, t0, w0);
     return RT_OK;
 }
 

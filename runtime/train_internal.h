@@ -46,6 +46,7 @@ typedef struct {
     int preempted;            /* stopped by a signal after saving */
     char profile[4096];       /* the cluster profile's file, or "" */
     double ema_ms;            /* smoothed step time, for the ETA */
+    double mark_t, mark_w;    /* clock and comm_wait_seconds at the last step's end */
     double busy_sum_ms;       /* busy time since the last straggler report */
     int busy_steps;
 } trainer;
@@ -67,8 +68,8 @@ rt_status tr_resume(trainer *tr, rt_error_t err);
 
 /* After each step (train_watch.c): the console line and the metrics record;
  * every --straggler-every steps, collectively, the straggler report. */
-void tr_report_step(trainer *tr, int step, double loss, float lr, float norm, double ms,
-                    double busy_ms);
+void tr_report_step(trainer *tr, int step, double loss, float lr, float norm, double t0,
+                    double w0);
 
 /* Collective: waits for a background save in flight and reports how it
  * ended (nothing to do without --async-save). */

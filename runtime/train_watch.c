@@ -1,9 +1,10 @@
 /* train_watch.c: what a training run tells the people watching it: the
  * step line (loss, LR, gradient norm, time, tokens/s, model TFLOP/s or MFU,
- * ETA), the step record in metrics.jsonl, and the straggler report. A rank's
- * step time minus its time waiting in collectives (comm_wait_seconds) is the
- * time it was busy; fast ranks wait for slow ones, so the busiest rank is the
- * straggler. Every --straggler-every steps the ranks share their mean busy
+ * ETA), the step record in metrics.jsonl, and the straggler report. The time
+ * from one step's end to the next one's (everything in between included:
+ * the agreements between steps, saves, validation), minus the time spent
+ * waiting in collectives (comm_wait_seconds), is the time a rank was busy;
+ * fast ranks wait for slow ones, so the busiest rank is the straggler. Every --straggler-every steps the ranks share their mean busy
  * time; rank 0 logs the spread and warns when the slowest rank is more than
  * --straggler-threshold times the median, naming it and its host. */
 #include <stdlib.h>
@@ -61,9 +62,14 @@ static void stragglers(trainer *tr, int step) {
     tr->busy_steps = 0;
 }
 
-void tr_report_step(trainer *tr, int step, double loss, float lr, float norm, double ms,
-                    double busy_ms) {
+void tr_report_step(trainer *tr, int step, double loss, float lr, float norm, double t0,
+                    double w0) {
     const train_opts *o = &tr->o;
+    double now = tr_now(), waited = comm_wait_seconds(), ms = (now - t0) * 1e3;
+    double busy_ms = tr->mark_t > 0 ? (now - tr->mark_t - (waited - tr->mark_w)) * 1e3
+                                    : ms - (waited - w0) * 1e3;
+    tr->mark_t = now;
+    tr->mark_w = waited;
     long tokens = (long)tr->accum * o->batch * o->seq * tr->comm.world;
     double tflops = gpt_flops_per_step(&tr->cfg, o->seq, tokens) / (ms / 1e3) / 1e12;
     double mfu = o->peak_tflops > 0 ? tflops / (o->peak_tflops * tr->comm.world) : 0;
