@@ -163,11 +163,17 @@ void comm_zero_begin(comm_zero *z, gpt_model *m);
 comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err);
 
 /* After the last micro-step: finishes the gradient reduction (allreduce for
- * stage 0, reduce-scatter for stage 1), sets *norm to the global norm of the
- * averaged gradient, takes the AdamW step on this rank's part and, at stages
- * 1-2, allgathers the parameters. */
-comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
-                           comm_error_t err);
+ * stage 0, reduce-scatter for stage 1) and sets *norm to the global norm of
+ * the averaged gradient, the same on every rank. Nothing is updated yet, so
+ * the caller can still decide to skip the step (the numerics guard). */
+comm_status comm_zero_reduce(comm_zero *z, gpt_model *m, float *norm, comm_error_t err);
+
+/* After comm_zero_reduce, on every rank: the AdamW step on this rank's part
+ * with the global norm, then, at stages 1-2, the allgather of the
+ * parameters. opt NULL skips the update (parameters, moments and the AdamW
+ * step count stay as they were); every rank must make the same choice. */
+comm_status comm_zero_apply(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float norm,
+                            comm_error_t err);
 
 /* Bytes this rank holds for each kind of model state, as the ZeRO paper
  * counts them (persistent state), plus the working buffers: the unit slots

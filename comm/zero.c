@@ -138,16 +138,13 @@ comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err) {
     return z->stage < 2 ? COMM_OK : comm_units_finish(z->units, err);
 }
 
-comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float *norm,
-                           comm_error_t err) {
+comm_status comm_zero_reduce(comm_zero *z, gpt_model *m, float *norm, comm_error_t err) {
     comm_status st = COMM_OK;
     if (z->stage == 0) {
         st = z->bucketer ? comm_bucketer_finish(z->bucketer, err)
                          : comm_allreduce_mean(m->grads, z->total, err);
-        if (st) return st;
-        *norm = gpt_grad_norm(m);
-        gpt_update(m, opt, *norm);
-        return COMM_OK;
+        if (!st) *norm = gpt_grad_norm(m);
+        return st;
     }
     size_t n = z->hi - z->lo;
     if (z->stage == 1) {
@@ -160,13 +157,26 @@ comm_status comm_zero_step(comm_zero *z, gpt_model *m, const gpt_adamw *opt, flo
     }
     const float *g = z->stage == 1 ? m->grads + z->lo : z->gshard;
     *norm = (float)sqrt(comm_sum_double(gpt_sumsq(g, (long)n)));
-    /* No gather may still be reading the shard the step writes. */
-    if (z->stage >= 3) {
-        if ((st = comm_units_drop_params(z->units, m, err))) return st;
-        gpt_update_shard(m, opt, *norm, z->pshard, z->gshard);
+    return COMM_OK;
+}
+
+comm_status comm_zero_apply(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float norm,
+                            comm_error_t err) {
+    comm_status st;
+    if (z->stage == 0) {
+        if (opt) gpt_update(m, opt, norm);
         return COMM_OK;
     }
-    gpt_update_shard(m, opt, *norm, m->params + z->lo, g);
+    /* No gather may still be reading the shard the step writes; a skipped
+     * step drops them too, so every step ends in the same state. */
+    if (z->stage >= 3) {
+        if ((st = comm_units_drop_params(z->units, m, err))) return st;
+        if (opt) gpt_update_shard(m, opt, norm, z->pshard, z->gshard);
+        return COMM_OK;
+    }
+    if (!opt) return COMM_OK; /* every rank's parameters are still the same */
+    const float *g = z->stage == 1 ? m->grads + z->lo : z->gshard;
+    gpt_update_shard(m, opt, norm, m->params + z->lo, g);
     return comm_allgather(m->params, z->counts, z->displs, err);
 }
 

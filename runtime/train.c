@@ -78,9 +78,11 @@ static rt_status check_opts(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "--total-batch %ld is not a positive multiple of "
                  "batch x seq x ranks = %ld tokens", o->total_batch, bt);
     else if (o->steps < 1 || o->warmup < 0 || o->log_every < 1 || o->val_every < 0 ||
-             o->val_batches < 1 || o->sample_every < 0 || o->sample_tokens < 1)
+             o->val_batches < 1 || o->sample_every < 0 || o->sample_tokens < 1 ||
+             o->max_skips < 0 || o->spike_zscore < 0)
         snprintf(err, RT_ERRLEN, "--steps, --log-every, --val-batches and --sample-tokens "
-                 "must be >= 1; --warmup, --val-every and --sample-every >= 0");
+                 "must be >= 1; --warmup, --val-every, --sample-every, --max-skips and "
+                 "--spike-zscore >= 0");
     else if (!(o->lr > 0) || o->final_frac < 0 || o->decay_frac < 0 || o->decay_frac > 1 ||
              o->wd < 0 || o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1 ||
              !(o->eps > 0))
@@ -296,15 +298,23 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
     comm_set_step(step + 1);
     comm_zero_begin(&tr->zero, &tr->model);
     if ((st = micro_steps(tr, &loss, st, err))) return st;
-    loss = comm_mean_double(loss);
+    loss = tr_guard_fault(step + 1, comm_mean_double(loss));
     float norm;
     gpt_adamw opt = {rt_lr_at(&tr->sched, step), tr->o.beta1, tr->o.beta2, tr->o.eps,
                      tr->o.wd, tr->o.clip};
     comm_error_t cerr;
-    if (comm_zero_step(&tr->zero, &tr->model, &opt, &norm, cerr)) {
+    if (comm_zero_reduce(&tr->zero, &tr->model, &norm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
+    double z;
+    const char *why = tr_guard_check(&tr->guard, &tr->o, loss, norm, &z);
+    if (comm_zero_apply(&tr->zero, &tr->model, why ? NULL : &opt, norm, cerr)) {
+        snprintf(err, RT_ERRLEN, "%s", cerr);
+        return RT_ERR_RUN;
+    }
+    if (why) return tr_guard_skip(tr, step + 1, why, loss, norm, z, err);
+    tr->skips_in_row = 0;
     tr_report_step(tr, step, loss, opt.lr, norm, t0, w0);
     return RT_OK;
 }
@@ -414,7 +424,7 @@ int rt_cmd_train(int argc, char **argv) {
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
         .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
         .comm_timeout = 600, .keep_last = 3, .straggler_every = 100,
-        .straggler_threshold = 1.25f, .resume = "", .init_from = "", .profile = ""};
+        .straggler_threshold = 1.25f, .spike_zscore = 6.0f, .max_skips = 5, .resume = "", .init_from = "", .profile = ""};
     rt_flag flags[] = {
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
@@ -464,6 +474,11 @@ int rt_cmd_train(int argc, char **argv) {
         {"straggler-threshold", RT_FLOAT, &o->straggler_threshold, "warn when the busiest "
                                                                    "rank exceeds the median "
                                                                    "by this factor"},
+        {"spike-zscore", RT_FLOAT, &o->spike_zscore, "skip the update when the loss is this "
+                                                     "many standard deviations above the "
+                                                     "last 100 (0: only NaN/Inf skip)"},
+        {"max-skips", RT_INT, &o->max_skips, "stop after this many skipped updates in a row "
+                                             "(0: never)"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
         {"dry-run", RT_BOOL, &o->dry_run, "check everything, print the model, FLOPs per "
                                          "step and memory per rank, and stop"},

@@ -22,7 +22,16 @@ typedef struct {
     const char *profile;   /* "" or a cluster profile (profile.c) */
     float peak_tflops, straggler_threshold;
     int straggler_every;
+    float spike_zscore; /* numerics guard (guard.c); 0: no spike check */
+    int max_skips;      /* skips in a row that stop the run; 0: never */
 } train_opts;
+
+/* The numerics guard's memory: the last accepted losses. */
+#define GUARD_WINDOW 100
+typedef struct {
+    double window[GUARD_WINDOW];
+    int seen;
+} tr_guard;
 
 typedef struct {
     train_opts o;
@@ -49,6 +58,8 @@ typedef struct {
     double mark_t, mark_w;    /* clock and comm_wait_seconds at the last step's end */
     double busy_sum_ms;       /* busy time since the last straggler report */
     int busy_steps;
+    tr_guard guard;
+    int skips_in_row, skips_total;
 } trainer;
 
 /* Seconds on a monotonic clock. */
@@ -70,6 +81,17 @@ rt_status tr_resume(trainer *tr, rt_error_t err);
  * every --straggler-every steps, collectively, the straggler report. */
 void tr_report_step(trainer *tr, int step, double loss, float lr, float norm, double t0,
                     double w0);
+
+/* The numerics guard (guard.c). tr_guard_check returns why this step's
+ * update must be skipped (NaN/Inf, loss spike) or NULL, setting *z to the
+ * loss's z-score; an accepted loss joins the window. tr_guard_skip logs a
+ * skip and returns RT_ERR_RUN with the message once --max-skips skips came
+ * in a row. tr_guard_fault is the test hook GPTRAIN_FAULT_LOSS. */
+const char *tr_guard_check(tr_guard *g, const train_opts *o, double loss, float norm,
+                           double *z);
+rt_status tr_guard_skip(trainer *tr, int step, const char *why, double loss, float norm,
+                        double z, rt_error_t err);
+double tr_guard_fault(int step, double loss);
 
 /* Collective: waits for a background save in flight and reports how it
  * ended (nothing to do without --async-save). */
