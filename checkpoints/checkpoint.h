@@ -62,6 +62,8 @@ typedef struct {
     int seq, shuffle;
     unsigned long long epoch_samples; /* samples in an epoch of the train split */
     int world, zero; /* the job that wrote it (information only) */
+    const char *config; /* the run's effective config (TOML text) or NULL;
+                           written, never read back (the file's record) */
 } ckpt_train_state;
 
 /* This rank's part of the flat buffers, floats [lo, hi): params[i] is float

@@ -52,6 +52,7 @@ static herr_t write_train(hid_t f, const ckpt_train_state *ts) {
     herr_t r = 0;
     for (size_t k = 0; k < sizeof(v) / sizeof(v[0]) && r >= 0; k++)
         r = ckpt_put_long(g, names[k], v[k]);
+    if (r >= 0 && ts->config) r = ckpt_put_string(g, "config", ts->config);
     H5Gclose(g);
     return r;
 }
@@ -154,7 +155,7 @@ ckpt_status ckpt_read_state(const char *path, ckpt_train_state *ts, ckpt_error_t
     if (st) return st;
     *ts = (ckpt_train_state){v[0], v[1], v[2], (unsigned long long)v[3],
                              (unsigned long long)v[4], v[5], v[6], (int)v[7], (int)v[8],
-                             (unsigned long long)v[9], (int)v[10], (int)v[11]};
+                             (unsigned long long)v[9], (int)v[10], (int)v[11], NULL};
     return CKPT_OK;
 }
 

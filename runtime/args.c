@@ -8,7 +8,7 @@
 #include <string.h>
 #include "runtime.h"
 
-static rt_status parse_value(const rt_flag *f, const char *s, rt_error_t err) {
+rt_status rt_flag_set(const rt_flag *f, const char *s, rt_error_t err) {
     char *end = NULL;
     errno = 0;
     switch (f->type) {
@@ -45,10 +45,27 @@ static const rt_flag *find_flag(const rt_flag *flags, int n, const char *name) {
     return NULL;
 }
 
+/* --config FILE (or --config=FILE) in argv, when the table has --config. */
+static const char *config_path(int argc, char **argv, const rt_flag *flags, int nflags) {
+    const rt_flag *f = find_flag(flags, nflags, "config");
+    if (!f || f->type != RT_STR) return NULL;
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return NULL;
+        if (strncmp(argv[i], "--config=", 9) == 0) path = argv[i] + 9;
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) path = argv[++i];
+    }
+    return path;
+}
+
 rt_status rt_parse_flags(int argc, char **argv, const rt_flag *flags, int nflags,
                          const char **positional, int max_positional, int *npositional,
                          rt_error_t err) {
     *npositional = 0;
+    /* The file first, so that the command line overrides it. */
+    const char *config = config_path(argc, argv, flags, nflags);
+    rt_status cst = config ? rt_config_load(config, flags, nflags, err) : RT_OK;
+    if (cst) return cst;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return RT_HELP;
@@ -83,7 +100,7 @@ rt_status rt_parse_flags(int argc, char **argv, const rt_flag *flags, int nflags
             snprintf(err, RT_ERRLEN, "flag --%s needs a value", name);
             return RT_ERR_USAGE;
         }
-        rt_status st = parse_value(f, val, err);
+        rt_status st = rt_flag_set(f, val, err);
         if (st) return st;
     }
     return RT_OK;

@@ -42,6 +42,26 @@ rt_status rt_parse_flags(int argc, char **argv, const rt_flag *flags, int nflags
                          const char **positional, int max_positional, int *npositional,
                          rt_error_t err);
 
+/* Parses s as f's value (not RT_BOOL) into *f->ptr, with the checks above. */
+rt_status rt_flag_set(const rt_flag *f, const char *s, rt_error_t err);
+
+/* ---- config files (config.c) ---------------------------------------------- */
+
+/* When flags has an RT_STR flag named "config" and argv gives --config FILE,
+ * rt_parse_flags loads FILE into the flags first (so the command line wins)
+ * with rt_config_load: `key = value` lines (a TOML/INI subset; keys are flag
+ * names, '-' or '_'), `#` comments. Unknown keys, sections and bad values
+ * are RT_ERR_USAGE as "FILE:LINE: why". Strings read stay valid until exit. */
+rt_status rt_config_load(const char *path, const rt_flag *flags, int nflags, rt_error_t err);
+
+/* The effective config of a command: every flag's value but --config and
+ * --dry-run, as a config file that --config reads back (TOML), or as JSON
+ * members ("key":value, each followed by a comma; keys with '_' for '-'),
+ * leaving out the keys listed in skip (NULL-terminated, or NULL). The caller
+ * frees the string; NULL when out of memory. */
+char *rt_config_toml(const rt_flag *flags, int nflags);
+char *rt_config_json(const rt_flag *flags, int nflags, const char *const *skip);
+
 /* Prints "usage" and every flag with its current value as the default. */
 void rt_print_help(FILE *out, const char *usage, const rt_flag *flags, int nflags);
 

@@ -114,22 +114,38 @@ static rt_status open_data(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
-static void write_config(trainer *tr) {
+/* The effective config: RUN_DIR/config.toml (which --config reads back)
+ * and the first record of metrics.jsonl, every flag's value plus what was
+ * resolved from them (resolved values win where the names meet). */
+static rt_status write_config(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
     const gpt_config *c = &tr->cfg;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.toml", o->run_dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(tr->config_toml, f) < 0 || fclose(f)) {
+        if (f) fclose(f);
+        snprintf(err, RT_ERRLEN, "cannot write %s", path);
+        return RT_ERR_RUN;
+    }
+    static const char *const resolved[] = {"max_seq", "vocab", "batch", "seq", "steps", "lr",
+                                           "warmup", "seed", "data", "zero", "profile", NULL};
+    char *flags = rt_config_json(tr->flags, tr->nflags, resolved);
     comm_zero_bytes mem = comm_zero_memory(&tr->zero);
     rt_metrics_write(&tr->metrics,
-        "\"event\":\"config\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"max_seq\":%d,"
+        "\"event\":\"config\",%s\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"max_seq\":%d,"
         "\"vocab\":%d,\"padded_vocab\":%d,\"params\":%zu,\"batch\":%d,\"seq\":%d,"
         "\"accum\":%d,\"steps\":%d,\"lr\":%g,\"schedule\":\"%s\",\"warmup\":%d,"
         "\"seed\":%ld,\"shuffle\":%s,\"tokenizer\":%s,\"data\":\"%s\",\"ranks\":%d,"
         "\"zero\":%d,\"bytes_params\":%zu,\"bytes_grads\":%zu,\"bytes_optimizer\":%zu,"
-        "\"bytes_scratch\":%zu,\"profile\":\"%s\"",
+        "\"bytes_scratch\":%zu,\"profile\":\"%s\"", flags ? flags : "",
         c->n_layer, c->n_head, c->n_embd, c->max_seq, c->vocab, c->padded_vocab,
         gpt_num_params(c), o->batch, o->seq, tr->accum, o->steps, o->lr, o->schedule,
         o->warmup, o->seed, o->no_shuffle ? "false" : "true",
         tr->tok ? "\"" DATA_TOKENIZER_FILE "\"" : "null", o->data, tr->comm.world, o->zero,
         mem.params, mem.grads, mem.optimizer, mem.scratch, tr->profile);
+    free(flags);
+    return RT_OK;
 }
 
 /* Copies the tokenizer into the run directory, so the run stands alone. */
@@ -187,8 +203,7 @@ static rt_status setup(trainer *tr, rt_error_t err) {
     if ((st = rt_mkdirs(o->run_dir, err)) || (st = save_tokenizer(tr, err)) ||
         (st = rt_metrics_open(&tr->metrics, o->run_dir, o->resume[0] != '\0', err)))
         return st;
-    write_config(tr);
-    return RT_OK;
+    return write_config(tr, err);
 }
 
 static rt_status next_batch(trainer *tr, data_loader *L, rt_error_t err) {
@@ -382,23 +397,18 @@ static rt_status run(trainer *tr, rt_error_t err) {
     return st;
 }
 
-/* Every rank must run the same command line: a rank with other flags would
- * train a different model or read different data, silently. */
-static rt_status same_settings(trainer *tr, int argc, char **argv, rt_error_t err) {
-    if (tr->comm.world == 1) return RT_OK;
-    size_t len = 0;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
-    char *line = calloc(len + 1, 1);
-    if (!line) {
+/* Every rank must run with the same settings: a rank with other flags (or
+ * another config file) would train a different model or read different
+ * data, silently. */
+static rt_status same_settings(trainer *tr, rt_error_t err) {
+    if (!tr->config_toml) {
         snprintf(err, RT_ERRLEN, "out of memory");
         return RT_ERR_RUN;
     }
-    for (int i = 0; i < argc; i++) strcat(strcat(line, argv[i]), "\n");
-    int same = comm_all_equal(line, len);
-    free(line);
-    if (same) return RT_OK;
-    snprintf(err, RT_ERRLEN, "the ranks were started with different flags; every rank "
-             "must run the same command");
+    if (tr->comm.world == 1 || comm_all_equal(tr->config_toml, strlen(tr->config_toml)))
+        return RT_OK;
+    snprintf(err, RT_ERRLEN, "the ranks were started with different settings (flags or "
+             "--config files); every rank must run the same command");
     return RT_ERR_USAGE;
 }
 
@@ -412,6 +422,7 @@ static void teardown(trainer *tr) {
     data_tok_free(tr->tok);
     free(tr->inputs);
     free(tr->targets);
+    free(tr->config_toml);
 }
 
 int rt_cmd_train(int argc, char **argv) {
@@ -426,6 +437,8 @@ int rt_cmd_train(int argc, char **argv) {
         .comm_timeout = 600, .keep_last = 3, .straggler_every = 100,
         .straggler_threshold = 1.25f, .spike_zscore = 6.0f, .max_skips = 5, .resume = "", .init_from = "", .profile = ""};
     rt_flag flags[] = {
+        {"config", RT_STR, &o->config, "read flags from this file (key = value lines, keys "
+                                       "as the flag names); flags given here override it"},
         {"data", RT_STR, &o->data, "directory with train_*.bin and val_*.bin shards "
                                    "(and tokenizer.bpe, which sets the vocab)"},
         {"run-dir", RT_STR, &o->run_dir, "output directory (metrics.jsonl, model.h5)"},
@@ -501,6 +514,9 @@ int rt_cmd_train(int argc, char **argv) {
     int npos, rc = rt_parse_command("train", "usage: gptrain train [flags]", argc, argv,
                                     flags, sizeof(flags) / sizeof(flags[0]), NULL, 0, &npos);
     if (rc >= 0) return rc;
+    tr.flags = flags;
+    tr.nflags = (int)(sizeof(flags) / sizeof(flags[0]));
+    tr.config_toml = rt_config_toml(flags, tr.nflags);
     rt_error_t err;
     comm_error_t cerr;
     rt_profile prof;
@@ -510,7 +526,7 @@ int rt_cmd_train(int argc, char **argv) {
     snprintf(tr.profile, sizeof tr.profile, "%s", prof.path);
     comm_set_timeout(o->comm_timeout);
     if (tr.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
-    rt_status st = same_settings(&tr, argc, argv, err);
+    rt_status st = same_settings(&tr, err);
     if (!st) st = tr_agree(&tr, setup(&tr, err), err);
     if (!st) tr_saver_start(&tr);
     if (!st && o->resume[0] && !o->dry_run) st = tr_agree(&tr, tr_resume(&tr, err), err);

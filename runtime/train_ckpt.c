@@ -83,7 +83,8 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     data_loader_state ls = data_loader_get_state(&tr->train);
     ckpt_train_state ts = {step, tokens_per_step(tr) * step, tr->model.adam_step, ls.epoch,
                            ls.cursor, o->seed, tokens_per_step(tr), o->seq, !o->no_shuffle,
-                           tr->train.epoch_samples, tr->comm.world, o->zero};
+                           tr->train.epoch_samples, tr->comm.world, o->zero,
+                           tr->config_toml};
     char name[64], path[4096];
     ckpt_name(name, sizeof name, step);
     snprintf(path, sizeof path, "%s/%s", o->run_dir, name);

@@ -20,6 +20,7 @@ typedef struct {
     const char *resume; /* "" (none), "auto" or a checkpoint path */
     const char *init_from; /* "" or a model file to start from */
     const char *profile;   /* "" or a cluster profile (profile.c) */
+    const char *config;    /* --config FILE, or NULL */
     float peak_tflops, straggler_threshold;
     int straggler_every;
     float spike_zscore; /* numerics guard (guard.c); 0: no spike check */
@@ -59,6 +60,9 @@ typedef struct {
     double busy_sum_ms;       /* busy time since the last straggler report */
     int busy_steps;
     tr_guard guard;
+    const rt_flag *flags;  /* the command's flag table, for the effective config */
+    int nflags;
+    char *config_toml;     /* the effective config (config.c), for checkpoints */
     int skips_in_row, skips_total;
 } trainer;
 
