@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gpt.h"
+#include "gpt_internal.h"
 #include "kernels.h"
 
 struct gpt_acts {
@@ -176,7 +177,7 @@ static int tensor_unit(const gpt_config *c, int idx) {
 
 /* Where tensor idx's parameters (gradients) are now: inside its unit's
  * current memory, at the tensor's offset within the unit. */
-static float *param(const gpt_model *m, int idx) {
+float *gpt_param(const gpt_model *m, int idx) {
     int u = tensor_unit(&m->cfg, idx);
     return m->unit_params[u] + (m->table.t[idx].offset - m->unit_lo[u]);
 }
@@ -186,18 +187,17 @@ static float *grad(const gpt_model *m, int idx) {
     return m->unit_grads[u] + (m->table.t[idx].offset - m->unit_lo[u]);
 }
 
-#define P(m, idx) param(m, idx)
+#define P(m, idx) gpt_param(m, idx)
 #define G(m, idx) grad(m, idx)
 
-/* Tells the unit hook (if any) about a unit; a refusal ends the pass. */
-static gpt_status tell(gpt_model *m, gpt_unit_event ev, int unit, int backward,
+gpt_status gpt_tell(gpt_model *m, gpt_unit_event ev, int unit, int backward,
                        gpt_error_t err) {
     if (!m->unit_hook || m->unit_hook(m->unit_hook_ctx, m, ev, unit, backward, err) == 0)
         return GPT_OK;
     return GPT_ERR_HOOK;
 }
 #define TELL(ev, unit, bwd) do { \
-        gpt_status tell_st_ = tell(m, ev, unit, bwd, err); \
+        gpt_status tell_st_ = gpt_tell(m, ev, unit, bwd, err); \
         if (tell_st_) return tell_st_; \
     } while (0)
 
@@ -266,6 +266,10 @@ gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
     for (size_t i = 0; i < BT; i++) sum += m->losses[i];
     m->mean_loss = (float)(sum / BT);
     return GPT_OK;
+}
+
+const float *gpt_last_qkv(const gpt_model *m, int l) {
+    return m->acts->qkv + (size_t)l * m->cur_B * m->cur_T * 3 * m->cfg.n_embd;
 }
 
 void gpt_zero_grad(gpt_model *m) {

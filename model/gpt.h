@@ -189,6 +189,32 @@ void gpt_init_weights(gpt_model *m, uint64_t seed);
 gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
                        int B, int T, gpt_error_t err);
 
+/* ---- generation with a KV cache (decode.c) ------------------------------- */
+
+/* Keys and values of every layer for up to cap positions of one sequence,
+ * so that each generated token runs the model on one position: O(len) per
+ * token instead of gpt_forward's O(len^2) over the whole context. */
+typedef struct gpt_kv gpt_kv;
+
+/* A cache for cap positions (1 <= cap <= max_seq), empty. */
+gpt_status gpt_kv_create(gpt_kv **kv, const gpt_model *m, int cap, gpt_error_t err);
+void gpt_kv_free(gpt_kv *kv);
+
+/* Empties the cache and runs tokens[0..n) (n <= cap and n <= m->T) through
+ * gpt_forward at B = 1, keeping their keys and values. Overwrites the
+ * model's activations and logits. */
+gpt_status gpt_kv_prefill(gpt_model *m, gpt_kv *kv, const int *tokens, int n,
+                          gpt_error_t err);
+
+/* Appends token at position gpt_kv_len(kv) (< cap): the logits for the
+ * next position follow. Uses the unit hook as gpt_forward does. */
+gpt_status gpt_kv_step(gpt_model *m, gpt_kv *kv, int token, gpt_error_t err);
+
+/* Positions held, and the padded_vocab logits after the last position
+ * (valid until the next prefill or step). */
+int gpt_kv_len(const gpt_kv *kv);
+const float *gpt_kv_logits(const gpt_kv *kv);
+
 /* Sets the gradient buffer to zero (before the first micro-step); nothing
  * after gpt_release_grads. */
 void gpt_zero_grad(gpt_model *m);

@@ -117,12 +117,15 @@ typedef struct {
     int max_tokens;
     float temperature; /* 0: greedy */
     int top_k;         /* 0: the whole vocabulary */
+    float top_p;       /* nucleus mass in (0, 1]; 1: the whole vocabulary */
     uint64_t seed;
+    int no_kv_cache;   /* 1: the plain reference path, O(T^2) per token */
 } rt_sample_opts;
 
 /* Continues the prompt (nprompt >= 1 tokens) by max_tokens tokens with m,
- * whose capacity must be B >= 1 and T >= 1; the context is the last m->T
- * tokens. Each token is decoded with tok (without one, ids < 256 are bytes
+ * whose capacity must be B >= 1 and T >= 1; the context window is m->T
+ * tokens (with the KV cache, a full window restarts from its newest half;
+ * the plain path slides by one). Each token is decoded with tok (without one, ids < 256 are bytes
  * and others print as <id>) and written to out as soon as it is drawn; out
  * NULL draws the same tokens and writes nothing (ranks that must run every
  * forward under ZeRO-3 but do not print). */

@@ -1,9 +1,7 @@
-/* sample.c: text generation from a model, used by `gptrain sample` and by the
- * periodic samples during training. The tokenizer is the one saved next to
- * the model (or the data). Generation starts after an end-of-text token, as
- * every training document does. Each new token runs the model over the
- * current context window; the KV cache that makes this O(T) per token comes
- * with the user-experience issue. */
+/* sample.c: `gptrain sample`: loads a model file and its tokenizer (the one
+ * saved next to it, or --tokenizer), encodes the prompt and streams the
+ * continuation (generate.c). Generation starts after an end-of-text token,
+ * as every training document does. */
 #include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
@@ -11,46 +9,6 @@
 #include <unistd.h>
 #include "checkpoint.h"
 #include "runtime.h"
-
-/* Draws a token from row (V logits): temperature, then top-k, then a
- * categorical draw; temperature 0 is greedy. */
-static int draw(const float *row, int V, const rt_sample_opts *o, gpt_rng *rng,
-                float *prob) {
-    int best = 0;
-    for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
-    if (o->temperature <= 0.0f) return best;
-    float kth = -INFINITY; /* logits below the k-th largest are dropped */
-    if (o->top_k > 0 && o->top_k < V) {
-        memcpy(prob, row, sizeof(float) * V);
-        for (int k = 0; k < o->top_k; k++) { /* partial selection, k is small */
-            int arg = k;
-            for (int v = k + 1; v < V; v++) if (prob[v] > prob[arg]) arg = v;
-            float t = prob[k]; prob[k] = prob[arg]; prob[arg] = t;
-        }
-        kth = prob[o->top_k - 1];
-    }
-    double sum = 0.0;
-    for (int v = 0; v < V; v++) {
-        prob[v] = row[v] >= kth ? expf((row[v] - row[best]) / o->temperature) : 0.0f;
-        sum += prob[v];
-    }
-    double u = gpt_rng_uniform(rng) * sum, acc = 0.0;
-    for (int v = 0; v < V; v++) {
-        acc += prob[v];
-        if (u < acc) return v;
-    }
-    return best;
-}
-
-static void emit(FILE *out, const data_tokenizer *tok, int id) {
-    if (!out) return;
-    size_t len;
-    const unsigned char *b = tok ? data_tok_token(tok, id, &len) : NULL;
-    if (b) fwrite(b, 1, len, out);
-    else if (!tok && id < 256) fputc(id, out);
-    else fprintf(out, "<%d>", id);
-    fflush(out);
-}
 
 rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t err) {
     char path[4096];
@@ -61,36 +19,6 @@ rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t er
     if (data_tok_load(tok, path, derr) == DATA_OK) return RT_OK;
     snprintf(err, RT_ERRLEN, "%s", derr);
     return RT_ERR_USAGE;
-}
-
-rt_status rt_generate(gpt_model *m, const data_tokenizer *tok, const int *prompt,
-                      int nprompt, const rt_sample_opts *o, FILE *out, rt_error_t err) {
-    int V = m->cfg.vocab, Vp = m->cfg.padded_vocab, n = nprompt + o->max_tokens;
-    int *seq = malloc(sizeof(int) * (size_t)n);
-    float *prob = malloc(sizeof(float) * (size_t)V);
-    if (!seq || !prob) {
-        free(seq); free(prob);
-        snprintf(err, RT_ERRLEN, "out of memory for sampling");
-        return RT_ERR_RUN;
-    }
-    memcpy(seq, prompt, sizeof(int) * (size_t)nprompt);
-    gpt_rng rng;
-    gpt_rng_seed(&rng, o->seed);
-    rt_status st = RT_OK;
-    for (int len = nprompt; len < n; len++) {
-        int ctx = len < m->T ? len : m->T;
-        gpt_error_t gerr;
-        if (gpt_forward(m, seq + len - ctx, NULL, 1, ctx, gerr) != GPT_OK) {
-            snprintf(err, RT_ERRLEN, "sampling: %s", gerr);
-            st = RT_ERR_USAGE;
-            break;
-        }
-        seq[len] = draw(m->logits + (size_t)(ctx - 1) * Vp, V, o, &rng, prob);
-        emit(out, tok, seq[len]);
-    }
-    free(seq);
-    free(prob);
-    return st;
 }
 
 /* The prompt's tokens after an end-of-text token (documents start after
@@ -188,7 +116,7 @@ static int sample_run(const char *ckpt, const char *tok_path, const char *prompt
 
 int rt_cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "", *tok_path = NULL;
-    rt_sample_opts o = {200, 1.0f, 0, 1337};
+    rt_sample_opts o = {.max_tokens = 200, .temperature = 1.0f, .top_p = 1.0f, .seed = 1337};
     long seed = 1337;
     rt_flag flags[] = {
         {"ckpt", RT_STR, &ckpt, "model file written by gptrain train (required)"},
@@ -198,6 +126,10 @@ int rt_cmd_sample(int argc, char **argv) {
         {"max-tokens", RT_INT, &o.max_tokens, "tokens to generate"},
         {"temperature", RT_FLOAT, &o.temperature, "softmax temperature; 0 is greedy"},
         {"top-k", RT_INT, &o.top_k, "sample from the k most likely tokens; 0 is all"},
+        {"top-p", RT_FLOAT, &o.top_p, "sample from the most likely tokens whose "
+                                      "probabilities add up to p (nucleus); 1 is all"},
+        {"no-kv-cache", RT_BOOL, &o.no_kv_cache, "run the whole context for every token "
+                                                 "(the slow reference path)"},
         {"seed", RT_LONG, &seed, "random seed"},
     };
     int npos, rc = rt_parse_command("sample", "usage: gptrain sample --ckpt FILE [flags]",
@@ -205,9 +137,10 @@ int rt_cmd_sample(int argc, char **argv) {
                                     NULL, 0, &npos);
     if (rc >= 0) return rc;
     if (!ckpt) return rt_fail("sample", RT_ERR_USAGE, "--ckpt is required");
-    if (o.max_tokens < 1 || o.top_k < 0 || o.temperature < 0.0f)
-        return rt_fail("sample", RT_ERR_USAGE, "--max-tokens must be >= 1, --top-k >= 0 "
-                       "and --temperature >= 0");
+    if (o.max_tokens < 1 || o.top_k < 0 || o.temperature < 0.0f || !(o.top_p > 0.0f) ||
+        o.top_p > 1.0f)
+        return rt_fail("sample", RT_ERR_USAGE, "--max-tokens must be >= 1, --top-k >= 0, "
+                       "--temperature >= 0 and 0 < --top-p <= 1");
     o.seed = (uint64_t)seed;
     return sample_run(ckpt, tok_path, prompt, &o);
 }

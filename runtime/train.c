@@ -270,7 +270,8 @@ static rt_status validate(trainer *tr, int step, rt_error_t err) {
  * each forward needs them. */
 static rt_status sample(trainer *tr, rt_error_t err) {
     int prompt = tr->tok && data_tok_eot(tr->tok) >= 0 ? data_tok_eot(tr->tok) : '\n';
-    rt_sample_opts so = {tr->o.sample_tokens, 1.0f, 0, (uint64_t)tr->o.seed};
+    rt_sample_opts so = {.max_tokens = tr->o.sample_tokens, .temperature = 1.0f,
+                         .top_p = 1.0f, .seed = (uint64_t)tr->o.seed};
     int speak = tr->comm.rank == 0;
     if (speak) printf("--- sample ---\n");
     rt_status st = rt_generate(&tr->model, tr->tok, &prompt, 1, &so, speak ? stdout : NULL,

@@ -1,6 +1,6 @@
 /* test_model.c: the model module's host-side logic: presets and config
  * validation, the tensor table, GPT-2 initialisation, token checks, gradient
- * accumulation and the FLOP count. The math of a step is covered by
+ * accumulation, the unit hook, KV-cache decoding and the FLOP count. The math of a step is covered by
  * test_kernels (per kernel) and test_reference (whole step vs PyTorch). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -254,6 +254,61 @@ static void test_unit_hook(void **state) {
     gpt_model_free(&b);
 }
 
+/* The KV cache: a prefilled prompt then one token at a time gives, at every
+ * position, the logits of a full gpt_forward over the same prefix (to
+ * rounding: the matmuls run over other row counts), also through the
+ * paging hook; a full cache and bad tokens are errors. */
+static void test_kv_cache(void **state) {
+    (void)state;
+    gpt_config c = {3, 4, 32, 16, 41, 0};
+    gpt_error_t err;
+    gpt_model a, b;
+    int T = 12, tok[12];
+    assert_int_equal(gpt_model_create(&a, &c, 1, T, err), GPT_OK);
+    assert_int_equal(gpt_model_create(&b, &c, 1, T, err), GPT_OK);
+    gpt_init_weights(&a, 11);
+    for (int i = 0; i < T; i++) tok[i] = (i * 7 + 3) % 41;
+    pager p = {malloc(a.table.total * sizeof(float)), NULL, "", 0, 0};
+    memcpy(p.pstore, a.params, a.table.total * sizeof(float));
+    gpt_release_params(&b);
+    gpt_set_unit_hook(&b, pager_hook, &p);
+    gpt_model *models[2] = {&a, &b};
+    int Vp = a.cfg.padded_vocab;
+    float *want = malloc(sizeof(float) * (size_t)T * Vp);
+    assert_int_equal(gpt_forward(&a, tok, NULL, 1, T, err), GPT_OK);
+    memcpy(want, a.logits, sizeof(float) * (size_t)T * Vp);
+    for (int k = 0; k < 2; k++) {
+        gpt_kv *kv;
+        assert_int_equal(gpt_kv_create(&kv, models[k], T, err), GPT_OK);
+        assert_int_equal(gpt_kv_prefill(models[k], kv, tok, 5, err), GPT_OK);
+        for (int pos = 4; pos < T; pos++) {
+            if (pos > 4) assert_int_equal(gpt_kv_step(models[k], kv, tok[pos], err), GPT_OK);
+            assert_int_equal(gpt_kv_len(kv), pos + 1);
+            const float *got = gpt_kv_logits(kv), *ref = want + (size_t)pos * Vp;
+            double d = 0, n = 0;
+            for (int v = 0; v < c.vocab; v++) {
+                d += (got[v] - ref[v]) * (double)(got[v] - ref[v]);
+                n += (double)ref[v] * ref[v];
+            }
+            assert_true(n > 0 && sqrt(d / n) < 1e-5);
+        }
+        assert_int_equal(gpt_kv_step(models[k], kv, tok[0], err), GPT_ERR_CONFIG);
+        assert_non_null(strstr(err, "full"));
+        gpt_kv_free(kv);
+    }
+    gpt_kv *kv;
+    assert_int_equal(gpt_kv_create(&kv, &a, 4, err), GPT_OK);
+    assert_int_equal(gpt_kv_prefill(&a, kv, tok, 2, err), GPT_OK);
+    assert_int_equal(gpt_kv_step(&a, kv, 41, err), GPT_ERR_INPUT);
+    assert_int_equal(gpt_kv_prefill(&a, kv, tok, 5, err), GPT_ERR_CONFIG);
+    gpt_kv_free(kv);
+    assert_int_equal(gpt_kv_create(&kv, &a, 17, err), GPT_ERR_CONFIG);
+    free(want);
+    free(p.pstore);
+    gpt_model_free(&a);
+    gpt_model_free(&b);
+}
+
 static void test_flops(void **state) {
     (void)state;
     gpt_config c;
@@ -273,6 +328,7 @@ int main(void) {
         cmocka_unit_test(test_bad_tokens),
         cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_unit_hook),
+        cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

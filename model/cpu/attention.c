@@ -2,7 +2,9 @@
  * Each query row only visits keys at or before it, so the work is half of the
  * full T x T square. The probabilities are kept for backward; the backward
  * parallelises over (batch, head) pairs because the key and value gradients
- * of one head receive contributions from every query row of that head. */
+ * of one head receive contributions from every query row of that head.
+ * gpt_attention_row is one query row against cached keys and values, for
+ * decoding with a KV cache (decode.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,37 @@ void gpt_attention_forward(float *out, float *att, const float *qkv, int B,
                     for (int c = 0; c < hs; c++) o[c] += p[j] * v[c];
                 }
             }
+        }
+    }
+}
+
+void gpt_attention_row(float *out, float *scratch, const float *q, const float *kv, int n,
+                       int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for
+    for (int h = 0; h < NH; h++) {
+        float *p = scratch + (long)h * n, maxv = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            const float *k = kv + (long)j * 2 * C + h * hs;
+            float s = 0.0f;
+            for (int c = 0; c < hs; c++) s += q[h * hs + c] * k[c];
+            s *= scale;
+            p[j] = s;
+            if (s > maxv) maxv = s;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) {
+            p[j] = expf(p[j] - maxv);
+            sum += p[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) p[j] *= inv;
+        float *o = out + h * hs;
+        for (int c = 0; c < hs; c++) o[c] = 0.0f;
+        for (int j = 0; j < n; j++) {
+            const float *v = kv + (long)j * 2 * C + C + h * hs;
+            for (int c = 0; c < hs; c++) o[c] += p[j] * v[c];
         }
     }
 }

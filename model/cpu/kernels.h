@@ -46,6 +46,12 @@ void gpt_attention_backward(float *dqkv, const float *dout, const float *qkv,
                             const float *att, int B, int T, int C, int NH);
 
 /* GELU, tanh approximation (torch gelu(approximate="tanh")). */
+/* Attention of one query row q (C floats, NH heads) over n cached rows of
+ * keys then values (kv: n x 2C). Same arithmetic, in the same order, as a
+ * row of gpt_attention_forward. scratch: NH * n floats. */
+void gpt_attention_row(float *out, float *scratch, const float *q, const float *kv, int n,
+                       int C, int NH);
+
 void gpt_gelu_forward(float *out, const float *inp, int N);
 /* dinp += gelu'(inp) * dout */
 void gpt_gelu_backward(float *dinp, const float *inp, const float *dout, int N);

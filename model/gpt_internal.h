@@ -1,0 +1,19 @@
+/* gpt_internal.h: what gpt.c shares with the other passes of model/
+ * (decode.c). Not a public API. */
+#ifndef GPT_INTERNAL_H
+#define GPT_INTERNAL_H
+
+#include "gpt.h"
+
+/* Tensor idx's parameters where they are now (inside its unit's memory,
+ * which a unit hook may have moved). */
+float *gpt_param(const gpt_model *m, int idx);
+
+/* Tells the unit hook (if any) about a unit; GPT_ERR_HOOK if it refuses. */
+gpt_status gpt_tell(gpt_model *m, gpt_unit_event ev, int unit, int backward,
+                    gpt_error_t err);
+
+/* Layer l's (q, k, v) rows, (cur_B, cur_T, 3C), of the last gpt_forward. */
+const float *gpt_last_qkv(const gpt_model *m, int l);
+
+#endif
