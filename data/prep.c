@@ -103,6 +103,9 @@ static data_status train_tokenizer(prep_ctx *c) {
         }
         data_doc_close(&text);
     }
+    if (st == DATA_OK && !c->o->quiet)
+        fprintf(stderr, "prep: training a %d-token BPE tokenizer on %.1f MB of text...\n",
+                c->o->vocab_size, used / 1048576.0);
     if (st == DATA_OK) st = data_bpe_trainer_finish(tr, c->o->vocab_size, &c->tok, c->err);
     data_bpe_trainer_free(tr);
     c->stats->tokenizer_seconds = now_s() - t;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "checkpoint.h"
 #include "train_internal.h"
@@ -38,7 +39,10 @@ static void committed(void *ctx, const char *path) {
         return;
     }
     ckpt_prune(tr->o.run_dir, tr->o.keep_last, tr->o.keep_every);
-    if (!tr->o.quiet) printf("saved %s\n", path);
+    struct stat sb;
+    double secs = tr_now() - tr->save_t0, mb = stat(path, &sb) ? 0 : sb.st_size / 1048576.0;
+    if (!tr->o.quiet)
+        printf("saved %s: %.1f MB in %.2f s (%.0f MB/s)\n", path, mb, secs, mb / secs);
 }
 
 /* After a save ended well everywhere: rank 0's latest pointer, agreed;
@@ -95,6 +99,9 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     comm_set_step(step);
     rt_status st = tr_save_wait(tr, err);
     if (st) return st;
+    tr->save_t0 = tr_now();
+    if (!o->quiet) printf("saving step %d to %s%s\n", step, path, tr->saver ? " in the "
+                          "background" : "...");
     if (tr->saver) {
         /* Returns once this rank's part is copied; a thread writes it. */
         if (ckpt_async_save(tr->saver, path, &tr->model, &part, &ts, tok, committed, tr,
@@ -191,6 +198,8 @@ rt_status tr_resume(trainer *tr, rt_error_t err) {
     if ((st = check_state(tr, path, &ts, err))) return st;
     /* Parameters whole (or this rank's shard at stage 3), moments where
      * this rank keeps them. */
+    double t0 = tr_now();
+    if (!tr->o.quiet) printf("resuming from %s (step %ld)...\n", path, ts.step);
     comm_zero *z = &tr->zero;
     ckpt_part params = z->pshard ? (ckpt_part){z->lo, z->hi, z->pshard, NULL, NULL}
                                  : (ckpt_part){0, m->table.total, m->params, NULL, NULL};
@@ -208,8 +217,8 @@ rt_status tr_resume(trainer *tr, rt_error_t err) {
     tr->start_step = (int)ts.step;
     snprintf(tr->resumed_from, sizeof tr->resumed_from, "%s", path);
     if (!tr->o.quiet)
-        printf("resumed from %s at step %ld (written by %d ranks at ZeRO stage %d)\n", path,
-               ts.step, ts.world, ts.zero);
+        printf("resumed from %s at step %ld in %.2f s (written by %d ranks at ZeRO stage "
+               "%d)\n", path, ts.step, tr_now() - t0, ts.world, ts.zero);
     rt_metrics_write(&tr->metrics, "\"event\":\"resume\",\"step\":%ld,\"path\":\"%s\"", ts.step,
                      path);
     return RT_OK;

@@ -52,6 +52,7 @@ typedef struct {
     struct ckpt_async *saver; /* --async-save's writer, or NULL */
     int pending_step;         /* the step of the background save in flight, or -1 */
     double pending_stall_ms;  /* how long that save held the training thread */
+    double save_t0;           /* when the newest save started (tr_now) */
     char latest_err[512];     /* rank 0: why the writer could not update latest */
     int preempted;            /* stopped by a signal after saving */
     char profile[4096];       /* the cluster profile's file, or "" */
