@@ -265,12 +265,22 @@ static data_status add_name(name_list *l, const char *name, char *err)
     return DATA_OK;
 }
 
-/* Whether name is <split>_*.bin. */
+/* Whether name is a shard of split: <split>_*.bin (gptrain prep), or, as
+ * llm.c names them, *_<split>_*.bin (fineweb_train_000001.bin) or
+ * *_<split>.bin (tiny_shakespeare_val.bin). */
 static int is_shard_name(const char *name, const char *split)
 {
     size_t ls = strlen(split), ln = strlen(name);
-    return ln >= ls + 5 && strncmp(name, split, ls) == 0 && name[ls] == '_' &&
-           strcmp(name + ln - 4, ".bin") == 0;
+    if (ln < ls + 5 || strcmp(name + ln - 4, ".bin") != 0)
+        return 0;
+    if (strncmp(name, split, ls) == 0 && name[ls] == '_')
+        return 1;
+    if (ln >= ls + 6 && name[ln - 5 - ls] == '_' && strncmp(name + ln - 4 - ls, split, ls) == 0)
+        return 1;
+    char mid[80];
+    snprintf(mid, sizeof mid, "_%s_", split);
+    const char *at = strstr(name, mid);
+    return at && at > name;
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -305,7 +315,8 @@ static data_status list_shards(name_list *l, const char *dir, const char *split,
     if (st != DATA_OK)
         return st;
     if (l->n == 0)
-        return data_fail(err, DATA_ERR_IO, "%s: no %s_*.bin shards found", dir, split);
+        return data_fail(err, DATA_ERR_IO, "%s: no %s_*.bin shards found (nor llm.c's "
+                         "*_%s_*.bin or *_%s.bin)", dir, split, split, split);
     if (l->n > INT_MAX)
         return data_fail(err, DATA_ERR_ARG, "%s: too many %s shards (%zu)", dir, split,
                          l->n);

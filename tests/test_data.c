@@ -551,6 +551,27 @@ static void test_loader_no_shards(void **state)
     assert_non_null(strstr(err, missing));
 }
 
+/* llm.c's shard names are found too: *_<split>_*.bin and *_<split>.bin,
+ * but not names that only contain the split's letters. */
+static void test_loader_llmc_names(void **state)
+{
+    const char *dir = tmpdir(state);
+    write_pos(dir, "fineweb_train_000001.bin", 1, 40);
+    write_pos(dir, "tiny_shakespeare_train.bin", 2, 40);
+    write_pos(dir, "fineweb_val_000000.bin", 3, 40);
+    write_pos(dir, "mytrain_000000.bin", 4, 40);
+    write_pos(dir, "retrain.bin", 5, 40);
+    write_pos(dir, "train.bin", 6, 40);
+    data_loader L;
+    data_error_t err = "";
+    assert_int_equal(data_loader_open(&L, dir, "train", SEQ, VOCAB, 0, 0, err), DATA_OK);
+    assert_int_equal(L.nshards, 2);
+    data_loader_close(&L);
+    assert_int_equal(data_loader_open(&L, dir, "val", SEQ, VOCAB, 0, 0, err), DATA_OK);
+    assert_int_equal(L.nshards, 1);
+    data_loader_close(&L);
+}
+
 static void test_loader_no_sample(void **state)
 {
     const char *dir = tmpdir(state);
@@ -636,6 +657,7 @@ int main(void)
         TEST(test_loader_resume),
         TEST(test_loader_set_state_range),
         TEST(test_loader_token_outside_vocab),
+        TEST(test_loader_llmc_names),
         TEST(test_loader_no_shards),
         TEST(test_loader_no_sample),
         TEST(test_loader_bad_shard),
