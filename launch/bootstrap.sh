@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
       hdf5-tools libcmocka-dev libopenblas-openmp-dev fortunes clang libclang-rt-14-dev
-      slurm-wlm munge)
+      slurm-wlm munge gnuplot-nox)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy python3-h5py python3.11-doc dict-gcide)
 
 missing=()

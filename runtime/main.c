@@ -16,7 +16,8 @@ static void usage(FILE *out) {
         "  export     write a model as Hugging Face safetensors or an llm.c file\n"
         "  import     read a Hugging Face safetensors or llm.c model into a model file\n"
         "  commbench  time the collectives at doubling sizes (under mpirun)\n"
-        "  doctor     check a cluster or allocation before training (under mpirun)\n\n"
+        "  doctor     check a cluster or allocation before training (under mpirun)\n"
+        "  plot       draw runs' loss and throughput curves as PNG and SVG (gnuplot)\n\n"
         "gptrain COMMAND --help lists a command's flags and their defaults.\n"
         "gptrain --version prints the version.\n");
 }
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "inspect") == 0) return rt_cmd_inspect(argc - 2, argv + 2);
     if (strcmp(cmd, "export") == 0) return rt_cmd_export(argc - 2, argv + 2);
     if (strcmp(cmd, "import") == 0) return rt_cmd_import(argc - 2, argv + 2);
+    if (strcmp(cmd, "plot") == 0) return rt_cmd_plot(argc - 2, argv + 2);
     if (strcmp(cmd, "doctor") == 0) return rt_cmd_doctor(argc - 2, argv + 2);
     if (strcmp(cmd, "commbench") == 0) return rt_cmd_commbench(argc - 2, argv + 2);
     fprintf(stderr, "gptrain: error: unknown command '%s'\n"

@@ -135,6 +135,52 @@ rt_status rt_generate(gpt_model *m, const data_tokenizer *tok, const int *prompt
 /* Loads DIR/tokenizer.bpe into *tok if that file exists (*tok = NULL if not). */
 rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t err);
 
+/* ---- JSON Lines of flat objects (jsonl.c) ----------------------------------- */
+
+typedef enum { RT_JSON_NULL, RT_JSON_BOOL, RT_JSON_NUMBER, RT_JSON_STRING } rt_json_type;
+
+/* One "key": value member. key and str point into the parsed line, unescaped
+ * and NUL-terminated (\u0000 is refused); they live until the line does. */
+typedef struct {
+    const char *key;
+    rt_json_type type;
+    double num;      /* RT_JSON_NUMBER: the value; RT_JSON_BOOL: 1 or 0 */
+    const char *str; /* RT_JSON_STRING: the value; NULL otherwise */
+} rt_json_field;
+
+#define RT_JSON_MAX_FIELDS 128
+typedef struct {
+    int n;
+    rt_json_field f[RT_JSON_MAX_FIELDS];
+} rt_json_object;
+
+/* Parses text, one flat JSON object (values: numbers, strings, true, false,
+ * null; no nested objects or arrays), in place. Malformed text is
+ * RT_ERR_USAGE with "column N: what" in err. */
+rt_status rt_json_parse_flat(char *text, rt_json_object *obj, rt_error_t err);
+/* The member named key (the last one if repeated), or NULL. */
+const rt_json_field *rt_json_find(const rt_json_object *obj, const char *key);
+/* 1 and *v when key holds a number; 0 when it is absent or not a number. */
+int rt_json_number(const rt_json_object *obj, const char *key, double *v);
+/* key's string value, or NULL when it is absent or not a string. */
+const char *rt_json_string(const rt_json_object *obj, const char *key);
+
+typedef struct {
+    FILE *f;
+    char path[4096];
+    long line; /* 1-based number of the line last read */
+    char *buf;
+    size_t cap;
+} rt_jsonl_reader;
+
+/* Opens path; a file that cannot be opened is RT_ERR_USAGE naming it. */
+rt_status rt_jsonl_open(rt_jsonl_reader *r, const char *path, rt_error_t err);
+/* Reads the next line that is not blank into *obj (valid until the next
+ * call) and sets *got to 1; *got is 0 at the end of the file. A malformed
+ * line is RT_ERR_USAGE and a read error RT_ERR_RUN, as "PATH:LINE: what". */
+rt_status rt_jsonl_next(rt_jsonl_reader *r, rt_json_object *obj, int *got, rt_error_t err);
+void rt_jsonl_close(rt_jsonl_reader *r);
+
 /* ---- subcommands ----------------------------------------------------------- */
 
 /* Each takes the arguments after the subcommand name and returns an exit
@@ -178,6 +224,9 @@ int rt_cmd_import(int argc, char **argv);
  * the table. */
 int rt_cmd_commbench(int argc, char **argv);
 int rt_cmd_doctor(int argc, char **argv);
+/* Draws the loss and throughput curves of runs (RUN_DIR/metrics.jsonl) as
+ * PNG and SVG with gnuplot (plot.c). */
+int rt_cmd_plot(int argc, char **argv);
 
 /* commbench's allreduce table from min_bytes to max_bytes, on an MPI world
  * already up: over NCCL when nccl is set and a GPU is visible (in a CUDA
