@@ -13,6 +13,7 @@ static void usage(FILE *out) {
         "  train      train a GPT-2 model on token shards\n"
         "  sample     generate text from a saved model\n"
         "  inspect    describe a checkpoint or model file and check that it is whole\n"
+        "  eval       loss and perplexity of a model file on a split (any number of ranks)\n"
         "  export     write a model as Hugging Face safetensors or an llm.c file\n"
         "  import     read a Hugging Face safetensors or llm.c model into a model file\n"
         "  commbench  time the collectives at doubling sizes (under mpirun)\n"
@@ -42,11 +43,12 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "prep") == 0) return rt_cmd_prep(argc - 2, argv + 2);
     if (strcmp(cmd, "sample") == 0) return rt_cmd_sample(argc - 2, argv + 2);
     if (strcmp(cmd, "inspect") == 0) return rt_cmd_inspect(argc - 2, argv + 2);
+    if (strcmp(cmd, "eval") == 0) return rt_cmd_eval(argc - 2, argv + 2);
     if (strcmp(cmd, "export") == 0) return rt_cmd_export(argc - 2, argv + 2);
     if (strcmp(cmd, "import") == 0) return rt_cmd_import(argc - 2, argv + 2);
-    if (strcmp(cmd, "plot") == 0) return rt_cmd_plot(argc - 2, argv + 2);
     if (strcmp(cmd, "doctor") == 0) return rt_cmd_doctor(argc - 2, argv + 2);
     if (strcmp(cmd, "commbench") == 0) return rt_cmd_commbench(argc - 2, argv + 2);
+    if (strcmp(cmd, "plot") == 0) return rt_cmd_plot(argc - 2, argv + 2);
     fprintf(stderr, "gptrain: error: unknown command '%s'\n"
             "usage: gptrain COMMAND [flags]  (gptrain --help lists the commands)\n", cmd);
     return 2;

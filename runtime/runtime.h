@@ -220,6 +220,8 @@ int rt_cmd_sample(int argc, char **argv);
 int rt_cmd_inspect(int argc, char **argv);
 int rt_cmd_export(int argc, char **argv);
 int rt_cmd_import(int argc, char **argv);
+/* The loss and perplexity of a model file on a split; any number of ranks. */
+int rt_cmd_eval(int argc, char **argv);
 /* Under mpirun: times the CPU collectives at doubling sizes; rank 0 prints
  * the table. */
 int rt_cmd_commbench(int argc, char **argv);
