@@ -376,7 +376,11 @@ static rt_status stop(trainer *tr, int step, int sig, rt_error_t err) {
 static rt_status run(trainer *tr, rt_error_t err) {
     const train_opts *o = &tr->o;
     if (!o->quiet || (o->dry_run && tr->comm.rank == 0)) print_plan(tr);
-    if (o->dry_run) return RT_OK;
+    if (o->dry_run) {
+        if (tr->comm.rank == 0) printf("resolved config (as --config reads it):\n%s",
+                                       tr->config_toml);
+        return RT_OK;
+    }
     rt_status st = RT_OK;
     for (int step = tr->start_step; step < o->steps && !st; step++) {
         if (tr->have_val && o->val_every > 0 && step % o->val_every == 0)
@@ -495,7 +499,8 @@ int rt_cmd_train(int argc, char **argv) {
                                              "(0: never)"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
         {"dry-run", RT_BOOL, &o->dry_run, "check everything, print the model, FLOPs per "
-                                         "step and memory per rank, and stop"},
+                                         "step, memory per rank and the resolved config, "
+                                         "and stop"},
         {"save-every", RT_INT, &o->save_every, "save a checkpoint every N steps (RUN_DIR/"
                                                "ckpt_<step>.h5); 0: only at the end"},
         {"keep-last", RT_INT, &o->keep_last, "keep the newest N checkpoints; 0 keeps all"},

@@ -31,6 +31,11 @@ h5dump -a /train/config "$tmp/a/ckpt_00000008.h5" | grep -q 'save-every = 4' ||
     fail "the checkpoint holds no config"
 pass
 
+"$GPTRAIN" train --config "$tmp/run.toml" --steps 9 --dry-run >"$tmp/dry" || fail "--dry-run"
+grep -qx 'steps = 9' "$tmp/dry" && grep -q '^resolved config' "$tmp/dry" ||
+    fail "--dry-run does not print the resolved config: $(cat "$tmp/dry")"
+pass
+
 # The effective config is a config file: the same run again, bit for bit.
 "$GPTRAIN" train --config "$tmp/a/config.toml" --run-dir "$tmp/b" || fail "train from config.toml"
 cmp -s <(losses "$tmp/a/metrics.jsonl") <(losses "$tmp/b/metrics.jsonl") ||
