@@ -38,6 +38,29 @@ herr_t ckpt_put_string(hid_t loc, const char *name, const char *value) {
     return r;
 }
 
+herr_t ckpt_put_doubles(hid_t loc, const char *name, const double *v, int n) {
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = H5Screate_simple(1, &dim, NULL);
+    hid_t a = H5Acreate2(loc, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_DOUBLE, v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return r;
+}
+
+int ckpt_get_doubles(hid_t loc, const char *name, double *v, int max) {
+    if (H5Aexists(loc, name) <= 0) return 0;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    hsize_t dim = 0;
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 &&
+             H5Sget_simple_extent_dims(sp, &dim, NULL) == 1 && dim <= (hsize_t)max &&
+             H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0;
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    return ok ? (int)dim : -1;
+}
+
 herr_t ckpt_get_long(hid_t loc, const char *name, long *value) {
     if (H5Aexists(loc, name) <= 0) return -1;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);

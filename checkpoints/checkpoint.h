@@ -52,6 +52,8 @@ ckpt_status ckpt_read_info(const char *path, ckpt_info *info, ckpt_error_t err);
 
 /* ---- training checkpoints ------------------------------------------------ */
 
+#define CKPT_LOSS_HISTORY 100
+
 /* The state besides the model that resumes training exactly. */
 typedef struct {
     long step;       /* optimizer steps taken (the schedule's position) */
@@ -64,6 +66,10 @@ typedef struct {
     int world, zero; /* the job that wrote it (information only) */
     const char *config; /* the run's effective config (TOML text) or NULL;
                            written, never read back (the file's record) */
+    /* The numerics guard's memory: the last accepted losses, oldest first
+     * (none in files of older versions). */
+    double losses[CKPT_LOSS_HISTORY];
+    int nlosses;
 } ckpt_train_state;
 
 /* This rank's part of the flat buffers, floats [lo, hi): params[i] is float

@@ -12,6 +12,10 @@
 herr_t ckpt_put_long(hid_t loc, const char *name, long value);
 herr_t ckpt_put_string(hid_t loc, const char *name, const char *value);
 herr_t ckpt_get_long(hid_t loc, const char *name, long *value);
+/* An attribute of n doubles (n >= 1); reading gives the count, 0 when the
+ * attribute is absent, -1 when it is not a list of at most max numbers. */
+herr_t ckpt_put_doubles(hid_t loc, const char *name, const double *v, int n);
+int ckpt_get_doubles(hid_t loc, const char *name, double *v, int max);
 /* Reads a string attribute into buf (at most len bytes with the NUL). */
 herr_t ckpt_get_string(hid_t loc, const char *name, char *buf, size_t len);
 

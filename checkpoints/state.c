@@ -53,6 +53,8 @@ static herr_t write_train(hid_t f, const ckpt_train_state *ts) {
     for (size_t k = 0; k < sizeof(v) / sizeof(v[0]) && r >= 0; k++)
         r = ckpt_put_long(g, names[k], v[k]);
     if (r >= 0 && ts->config) r = ckpt_put_string(g, "config", ts->config);
+    if (r >= 0 && ts->nlosses > 0)
+        r = ckpt_put_doubles(g, "recent_losses", ts->losses, ts->nlosses);
     H5Gclose(g);
     return r;
 }
@@ -150,12 +152,21 @@ ckpt_status ckpt_read_state(const char *path, ckpt_train_state *ts, ckpt_error_t
             st = CKPT_ERR_FORMAT;
         }
     }
+    double losses[CKPT_LOSS_HISTORY];
+    int nlosses = st ? 0 : ckpt_get_doubles(g, "recent_losses", losses, CKPT_LOSS_HISTORY);
+    if (nlosses < 0) {
+        snprintf(err, CKPT_ERRLEN, "%s: /train attribute recent_losses is not a list of at "
+                 "most %d numbers", path, CKPT_LOSS_HISTORY);
+        st = CKPT_ERR_FORMAT;
+    }
     H5Gclose(g);
     H5Fclose(f);
     if (st) return st;
     *ts = (ckpt_train_state){v[0], v[1], v[2], (unsigned long long)v[3],
                              (unsigned long long)v[4], v[5], v[6], (int)v[7], (int)v[8],
-                             (unsigned long long)v[9], (int)v[10], (int)v[11], NULL};
+                             (unsigned long long)v[9], (int)v[10], (int)v[11], NULL, {0},
+                             nlosses};
+    memcpy(ts->losses, losses, sizeof(double) * (size_t)nlosses);
     return CKPT_OK;
 }
 

@@ -9,7 +9,8 @@
  * A skipped update leaves parameters, AdamW moments and its step count
  * untouched; the data and the schedule move on. --max-skips skips in a row
  * stop the run, before anything else is saved, so the newest checkpoint is
- * the last good one. The window starts empty after a resume.
+ * the last good one. Checkpoints keep the window, so a resumed run judges
+ * exactly as the uninterrupted one would.
  * GPTRAIN_FAULT_LOSS="STEP:VALUE,..." (tests only) replaces the loss of
  * those steps (1-based, as printed) by VALUE (nan, inf or a number), so the
  * tests can provoke each case. */
@@ -33,14 +34,26 @@ double tr_guard_fault(int step, double loss) {
     return loss;
 }
 
-/* The z-score of loss against the window, or 0 while it is too short. */
+int tr_guard_recent(const tr_guard *g, double *out) {
+    int n = g->seen < GUARD_WINDOW ? g->seen : GUARD_WINDOW;
+    for (int i = 0; i < n; i++) out[i] = g->window[(g->seen - n + i) % GUARD_WINDOW];
+    return n;
+}
+
+void tr_guard_restore(tr_guard *g, const double *losses, int n) {
+    g->seen = n < GUARD_WINDOW ? n : GUARD_WINDOW;
+    memcpy(g->window, losses + n - g->seen, sizeof(double) * (size_t)g->seen);
+}
+
+/* The z-score of loss against the window (oldest first, so that a resumed
+ * run sums in the same order), or 0 while it is too short. */
 static double zscore(const tr_guard *g, double loss) {
     if (g->seen < GUARD_MIN_SEEN) return 0.0;
-    int n = g->seen < GUARD_WINDOW ? g->seen : GUARD_WINDOW;
-    double mean = 0.0, var = 0.0;
-    for (int i = 0; i < n; i++) mean += g->window[i];
+    double recent[GUARD_WINDOW], mean = 0.0, var = 0.0;
+    int n = tr_guard_recent(g, recent);
+    for (int i = 0; i < n; i++) mean += recent[i];
     mean /= n;
-    for (int i = 0; i < n; i++) var += (g->window[i] - mean) * (g->window[i] - mean);
+    for (int i = 0; i < n; i++) var += (recent[i] - mean) * (recent[i] - mean);
     /* A floor on the deviation: a flat loss must not make noise a spike. */
     double sd = fmax(sqrt(var / (n - 1)), 1e-3 * fabs(mean) + 1e-6);
     return (loss - mean) / sd;

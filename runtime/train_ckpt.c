@@ -88,7 +88,8 @@ rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     ckpt_train_state ts = {step, tokens_per_step(tr) * step, tr->model.adam_step, ls.epoch,
                            ls.cursor, o->seed, tokens_per_step(tr), o->seq, !o->no_shuffle,
                            tr->train.epoch_samples, tr->comm.world, o->zero,
-                           tr->config_toml};
+                           tr->config_toml, {0}, 0};
+    ts.nlosses = tr_guard_recent(&tr->guard, ts.losses);
     char name[64], path[4096];
     ckpt_name(name, sizeof name, step);
     snprintf(path, sizeof path, "%s/%s", o->run_dir, name);
@@ -214,6 +215,7 @@ rt_status tr_resume(trainer *tr, rt_error_t err) {
         return RT_ERR_USAGE;
     }
     m->adam_step = (int)ts.adam_step;
+    tr_guard_restore(&tr->guard, ts.losses, ts.nlosses);
     tr->start_step = (int)ts.step;
     snprintf(tr->resumed_from, sizeof tr->resumed_from, "%s", path);
     if (!tr->o.quiet)

@@ -3,6 +3,7 @@
 #ifndef TRAIN_INTERNAL_H
 #define TRAIN_INTERNAL_H
 
+#include "checkpoint.h"
 #include "comm.h"
 #include "data.h"
 #include "runtime.h"
@@ -28,7 +29,7 @@ typedef struct {
 } train_opts;
 
 /* The numerics guard's memory: the last accepted losses. */
-#define GUARD_WINDOW 100
+#define GUARD_WINDOW CKPT_LOSS_HISTORY /* checkpoints keep it whole */
 typedef struct {
     double window[GUARD_WINDOW];
     int seen;
@@ -97,6 +98,10 @@ const char *tr_guard_check(tr_guard *g, const train_opts *o, double loss, float 
 rt_status tr_guard_skip(trainer *tr, int step, const char *why, double loss, float norm,
                         double z, rt_error_t err);
 double tr_guard_fault(int step, double loss);
+/* The window's losses, oldest first, into out (GUARD_WINDOW doubles); the
+ * count. tr_guard_restore sets the window from such a list (a checkpoint's). */
+int tr_guard_recent(const tr_guard *g, double *out);
+void tr_guard_restore(tr_guard *g, const double *losses, int n);
 
 /* Collective: waits for a background save in flight and reports how it
  * ended (nothing to do without --async-save). */

@@ -81,7 +81,7 @@ done
 timeout 60 "$MPIEXEC" -np 2 --oversubscribe "$GPTRAIN" train $common --run-dir "$tmp/x" \
     --batch $B : -np 1 "$GPTRAIN" train $common --run-dir "$tmp/x" --batch 3 \
     >/dev/null 2>"$tmp/err" && fail "mismatched flags were accepted"
-grep -q "different flags" "$tmp/err" || fail "no message for mismatched flags"
+grep -q "different settings" "$tmp/err" || fail "no message for mismatched flags"
 pass
 
 # Token 600 (vocab 512) at token 40 of a bare shard, read unshuffled: global

@@ -2,7 +2,8 @@
 # skip exactly that update (the checkpoint after it holds the same weights
 # as the one before), --spike-zscore 0 lets a spike through, --max-skips
 # skips in a row stop the run with exit 1 naming the step and leave the
-# newest checkpoint in place, and ranks under ZeRO-3 skip together.
+# newest checkpoint in place, a resumed run judges spikes as the first did,
+# and ranks under ZeRO-3 skip together.
 # GPTRAIN_FAULT_LOSS injects the bad losses.   usage: guard.sh GPTRAIN CKPT_COMPARE
 . "$(dirname "$0")/lib.sh"
 CMP=$2
@@ -28,6 +29,15 @@ pass
 GPTRAIN_FAULT_LOSS="30:50" "$GPTRAIN" train $common --run-dir "$tmp/b" --spike-zscore 0 ||
     fail "run with --spike-zscore 0 failed"
 grep -q '"event":"skip"' "$tmp/b/metrics.jsonl" && fail "--spike-zscore 0 still skipped"
+pass
+
+# Checkpoints keep the guard's window: resumed at step 25, the run still
+# judges step 30's spike against the 20+ losses before it, as run a did.
+GPTRAIN_FAULT_LOSS="30:50" "$GPTRAIN" train $common --run-dir "$tmp/r" \
+    --resume "$(ck "$tmp/a" 25)" || fail "resumed run"
+grep -q '"event":"skip","step":30,' "$tmp/r/metrics.jsonl" || fail "the resumed run forgot the window"
+cmp -s <(losses "$tmp/a/metrics.jsonl" | awk -F'[:,]' '$2 > 25') <(losses "$tmp/r/metrics.jsonl") ||
+    fail "the resumed run's losses differ"
 pass
 
 rc=0
