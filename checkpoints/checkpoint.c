@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 #include "ckpt_internal.h"
@@ -179,7 +180,7 @@ ckpt_status ckpt_save_model(const char *path, const gpt_model *m, long step,
 ckpt_status ckpt_open(const char *path, hid_t *f, long *version, ckpt_error_t err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (access(path, R_OK) != 0) {
-        snprintf(err, CKPT_ERRLEN, "%s: cannot read the checkpoint", path);
+        snprintf(err, CKPT_ERRLEN, "%s: cannot read the checkpoint: %s", path, strerror(errno));
         return CKPT_ERR_IO;
     }
     if (H5Fis_hdf5(path) <= 0 || (*f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {

@@ -107,7 +107,7 @@ rt_status rt_parse_flags(int argc, char **argv, const rt_flag *flags, int nflags
 }
 
 void rt_print_help(FILE *out, const char *usage, const rt_flag *flags, int nflags) {
-    fprintf(out, "%s\n\nflags (default in brackets):\n", usage);
+    fprintf(out, "%s\n%s", usage, nflags ? "\nflags (default in brackets):\n" : "");
     for (int i = 0; i < nflags; i++) {
         const rt_flag *f = &flags[i];
         char def[128];

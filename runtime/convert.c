@@ -54,6 +54,7 @@ int rt_cmd_export(int argc, char **argv) {
         st = RT_ERR_RUN;
     }
     gpt_model_free(&m);
+    if (!st) printf("wrote %s%s\n", out, st_fmt ? "/model.safetensors and config.json" : "");
     return st ? rt_fail("export", st, err) : 0;
 }
 

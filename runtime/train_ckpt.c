@@ -219,8 +219,9 @@ rt_status tr_resume(trainer *tr, rt_error_t err) {
     tr->start_step = (int)ts.step;
     snprintf(tr->resumed_from, sizeof tr->resumed_from, "%s", path);
     if (!tr->o.quiet)
-        printf("resumed from %s at step %ld in %.2f s (written by %d ranks at ZeRO stage "
-               "%d)\n", path, ts.step, tr_now() - t0, ts.world, ts.zero);
+        printf("resumed from %s at step %ld in %.2f s (written by %d rank%s at ZeRO stage "
+               "%d)\n", path, ts.step, tr_now() - t0, ts.world, ts.world == 1 ? "" : "s",
+               ts.zero);
     rt_metrics_write(&tr->metrics, "\"event\":\"resume\",\"step\":%ld,\"path\":\"%s\"", ts.step,
                      path);
     return RT_OK;
