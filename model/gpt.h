@@ -20,6 +20,7 @@ typedef enum {
     GPT_ERR_NOMEM = 2,  /* an allocation failed */
     GPT_ERR_INPUT = 3,  /* bad input data (e.g. a token id outside the vocab) */
     GPT_ERR_HOOK = 4,   /* the unit hook failed (its message is passed on) */
+    GPT_ERR_DEVICE = 5, /* a CUDA, cuBLASLt or driver call failed (CUDA backend) */
 } gpt_status;
 
 /* Caller-owned buffer for a one-line error message. */

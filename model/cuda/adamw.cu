@@ -1,0 +1,1 @@
+// adamw.cu: placeholder, being written

@@ -1,0 +1,1 @@
+// classifier.cu: placeholder, being written

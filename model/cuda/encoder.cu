@@ -1,0 +1,1 @@
+// encoder.cu: placeholder, being written

@@ -1,0 +1,1 @@
+// matmul.cu: placeholder, being written

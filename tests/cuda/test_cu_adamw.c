@@ -1,0 +1,2 @@
+/* test_cu_adamw.c: placeholder, being written */
+int main(void) { return 77; }
