@@ -230,7 +230,7 @@ gpt_status gpt_cu_adamw(gpt_cu_ctx *ctx, gpt_bf16 *params, float *master,
  * tests: bf16 of x with the random bits of (seed, t, index). */
 gpt_bf16 gpt_cu_sr_round_host(float x, uint64_t seed, int t, uint64_t index);
 
-/* *out (device, one float) = sum of squares of x[0 .. n) accumulated in fp32
+/* *out (device, one double) = sum of squares of x[0 .. n) accumulated in fp32
  * per block and fp64 across blocks, in a fixed order (deterministic). Uses
  * ctx->scratch. For the global gradient norm. */
 gpt_status gpt_cu_sumsq(gpt_cu_ctx *ctx, double *out, const gpt_bf16 *x, size_t n,

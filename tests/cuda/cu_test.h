@@ -57,6 +57,9 @@ static inline gpt_bf16 *cu_upload_bf16(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) h[i] = gpt_bf16_from_float(x[i]);
     CU_CHECK(cudaMalloc((void **)&d, (n ? n : 1) * sizeof *d));
     CU_CHECK(cudaMemcpy(d, h, n * sizeof *d, cudaMemcpyHostToDevice));
+    /* From pageable memory the copy may still be in flight when cudaMemcpy
+     * returns, and the kernels' non-blocking streams do not wait for it. */
+    CU_CHECK(cudaDeviceSynchronize());
     free(h);
     return d;
 }
@@ -65,6 +68,7 @@ static inline void *cu_upload(const void *x, size_t bytes) {
     void *d = NULL;
     CU_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
     CU_CHECK(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice));
+    CU_CHECK(cudaDeviceSynchronize()); /* as in cu_upload_bf16 */
     return d;
 }
 
