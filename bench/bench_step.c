@@ -4,19 +4,8 @@
  * usage: bench_step PRESET B T STEPS [layers heads channels vocab] */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
+#include "bench_util.h"
 #include "gpt.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     if (argc != 5 && argc != 9) {
@@ -49,15 +38,14 @@ int main(int argc, char **argv) {
     gpt_adamw opt = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     double *ms = malloc(sizeof(double) * steps);
     for (int s = -1; s < steps; s++) { /* step -1 warms caches and thread pools */
-        double t0 = now_s();
+        double t0 = bench_now_s();
         gpt_zero_grad(&m);
         gpt_forward(&m, tok, tok + 1, B, T, err);
         gpt_backward(&m, 1.0f, err);
         gpt_update(&m, &opt, gpt_grad_norm(&m));
-        if (s >= 0) ms[s] = (now_s() - t0) * 1e3;
+        if (s >= 0) ms[s] = (bench_now_s() - t0) * 1e3;
     }
-    qsort(ms, steps, sizeof(double), cmp_double);
-    double med = steps % 2 ? ms[steps / 2] : 0.5 * (ms[steps / 2 - 1] + ms[steps / 2]);
+    double med = bench_median(ms, steps);
     double flops = gpt_flops_per_step(&m.cfg, T, (long)B * T);
     printf("{\"impl\":\"gptrain\",\"ms_median\":%.2f,\"ms_min\":%.2f,\"tok_s\":%.1f,"
            "\"gflops\":%.2f,\"loss\":%.4f,\"params\":%zu}\n", med, ms[0], B * T / (med / 1e3),

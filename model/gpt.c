@@ -157,8 +157,8 @@ void gpt_model_free(gpt_model *m) {
     memset(m, 0, sizeof(*m));
 }
 
-static gpt_status check_tokens(const int *x, size_t n, int V, const char *what,
-                               gpt_error_t err) {
+gpt_status gpt_check_tokens(const int *x, size_t n, int V, const char *what,
+                            gpt_error_t err) {
     for (size_t i = 0; i < n; i++) {
         if (x[i] < 0 || x[i] >= V) {
             snprintf(err, GPT_ERRLEN, "%s id %d at position %zu is outside the "
@@ -211,8 +211,8 @@ gpt_status gpt_forward(gpt_model *m, const int *tokens, const int *targets,
         return GPT_ERR_CONFIG;
     }
     size_t BT = (size_t)B * T;
-    gpt_status st = check_tokens(tokens, BT, c->vocab, "token", err);
-    if (!st && targets) st = check_tokens(targets, BT, c->vocab, "target", err);
+    gpt_status st = gpt_check_tokens(tokens, BT, c->vocab, "token", err);
+    if (!st && targets) st = gpt_check_tokens(targets, BT, c->vocab, "target", err);
     if (st) return st;
     gpt_acts *a = m->acts;
     m->cur_B = B;

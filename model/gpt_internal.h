@@ -13,6 +13,11 @@ float *gpt_param(const gpt_model *m, int idx);
 gpt_status gpt_tell(gpt_model *m, gpt_unit_event ev, int unit, int backward,
                     gpt_error_t err);
 
+/* GPT_ERR_INPUT naming the first of x[0 .. n) outside [0, V) ("token id 7
+ * at position 3 ..."); what is "token" or "target". */
+gpt_status gpt_check_tokens(const int *x, size_t n, int V, const char *what,
+                            gpt_error_t err);
+
 /* Layer l's (q, k, v) rows, (cur_B, cur_T, 3C), of the last gpt_forward. */
 const float *gpt_last_qkv(const gpt_model *m, int l);
 

@@ -89,6 +89,8 @@ static rt_status check_opts(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "optimizer settings out of range: need --lr > 0, "
                  "--final-lr-frac >= 0, 0 <= --wsd-decay-frac <= 1, --weight-decay >= 0, "
                  "0 <= --beta1, --beta2 < 1, --eps > 0");
+    else if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))
+        snprintf(err, RT_ERRLEN, "--device '%s' is not cpu or cuda", o->device);
     else
         return rt_schedule_kind(o->schedule, &tr->sched.kind, err);
     return RT_ERR_USAGE;
@@ -169,7 +171,8 @@ static rt_status setup(trainer *tr, rt_error_t err) {
     tr->sched = (rt_schedule){tr->sched.kind, o->lr, o->warmup, o->steps,
                               o->final_frac, o->decay_frac};
     gpt_error_t gerr;
-    if (gpt_model_create(&tr->model, &tr->cfg, o->batch, o->seq, gerr)) {
+    tr->o.device_cuda = strcmp(o->device, "cuda") == 0;
+    if (gpt_model_create(&tr->model, &tr->cfg, tr_gpu_host_batch(tr), o->seq, gerr)) {
         snprintf(err, RT_ERRLEN, "%s", gerr);
         return RT_ERR_RUN;
     }
@@ -192,6 +195,7 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_USAGE;
     }
+    if (o->device_cuda && (st = tr_gpu_open(tr, err))) return st;
     tr->inputs = malloc(sizeof(int) * bt);
     tr->targets = malloc(sizeof(int) * bt);
     if (!tr->inputs || !tr->targets) {
@@ -216,7 +220,10 @@ static rt_status next_batch(trainer *tr, data_loader *L, rt_error_t err) {
     return RT_OK;
 }
 
-static rt_status forward(trainer *tr, rt_error_t err) {
+/* training: a backward follows (the GPU's classifier then leaves the
+ * logits' gradient behind). */
+static rt_status forward(trainer *tr, int training, rt_error_t err) {
+    if (tr->gpu) return tr_gpu_forward(tr, training, err);
     gpt_error_t gerr;
     gpt_status gs = gpt_forward(&tr->model, tr->inputs, tr->targets, tr->o.batch, tr->o.seq,
                                 gerr);
@@ -226,6 +233,7 @@ static rt_status forward(trainer *tr, rt_error_t err) {
 }
 
 static rt_status backward(trainer *tr, rt_error_t err) {
+    if (tr->gpu) return tr_gpu_backward(tr, err);
     gpt_error_t gerr;
     if (gpt_backward(&tr->model, 1.0f / tr->accum, gerr) == GPT_OK) return RT_OK;
     snprintf(err, RT_ERRLEN, "%s", gerr);
@@ -257,7 +265,7 @@ static rt_status validate(trainer *tr, int step, rt_error_t err) {
     for (int i = 0; i < n && !st; i++) {
         st = next_batch(tr, &tr->val, err);
         if (gathers) st = tr_agree(tr, st, err);
-        if (!st && !(st = forward(tr, err))) sum += tr->model.mean_loss;
+        if (!st && !(st = forward(tr, 0, err))) sum += tr->model.mean_loss;
     }
     if ((st = tr_agree(tr, st, err))) return st;
     double loss = comm_mean_double(sum / n);
@@ -273,9 +281,10 @@ static rt_status sample(trainer *tr, rt_error_t err) {
     rt_sample_opts so = {.max_tokens = tr->o.sample_tokens, .temperature = 1.0f,
                          .top_p = 1.0f, .seed = (uint64_t)tr->o.seed};
     int speak = tr->comm.rank == 0;
+    rt_status st = tr->gpu ? tr_gpu_pull(tr, err) : RT_OK;
+    if (st) return st;
     if (speak) printf("--- sample ---\n");
-    rt_status st = rt_generate(&tr->model, tr->tok, &prompt, 1, &so, speak ? stdout : NULL,
-                               err);
+    st = rt_generate(&tr->model, tr->tok, &prompt, 1, &so, speak ? stdout : NULL, err);
     if (speak) printf("\n--------------\n");
     return st;
 }
@@ -292,7 +301,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
         int last = k == tr->accum - 1, agreed = per_micro || (last && overlap);
         if (!st) st = next_batch(tr, &tr->train, err);
         if (gathers && (st = tr_agree(tr, st, err))) return st;
-        if (!st) st = forward(tr, err);
+        if (!st) st = forward(tr, 1, err);
         if (agreed && (st = tr_agree(tr, st, err))) return st;
         if (!st) {
             if (last) comm_zero_last_backward(&tr->zero);
@@ -312,20 +321,25 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
     double t0 = tr_now(), w0 = comm_wait_seconds(), loss = 0.0;
     comm_set_step(step + 1);
-    comm_zero_begin(&tr->zero, &tr->model);
+    if (tr->gpu && !st) st = tr_gpu_zero_grad(tr, err);
+    else comm_zero_begin(&tr->zero, &tr->model);
     if ((st = micro_steps(tr, &loss, st, err))) return st;
     loss = tr_guard_fault(step + 1, comm_mean_double(loss));
     float norm;
     gpt_adamw opt = {rt_lr_at(&tr->sched, step), tr->o.beta1, tr->o.beta2, tr->o.eps,
                      tr->o.wd, tr->o.clip};
     comm_error_t cerr;
-    if (comm_zero_reduce(&tr->zero, &tr->model, &norm, cerr)) {
+    if (tr->gpu) {
+        if ((st = tr_gpu_norm(tr, &norm, err))) return st;
+    } else if (comm_zero_reduce(&tr->zero, &tr->model, &norm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
     double z;
     const char *why = tr_guard_check(&tr->guard, &tr->o, loss, norm, &z);
-    if (comm_zero_apply(&tr->zero, &tr->model, why ? NULL : &opt, norm, cerr)) {
+    if (tr->gpu) {
+        if (!why && (st = tr_gpu_update(tr, &opt, norm, err))) return st;
+    } else if (comm_zero_apply(&tr->zero, &tr->model, why ? NULL : &opt, norm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
@@ -346,6 +360,11 @@ static void print_plan(const trainer *tr) {
     printf("batch %dx%d x %d accum x %d ranks = %ld tokens/step, %.3g GFLOP/step, %d steps, "
            "lr %g (%s)\n", o->batch, o->seq, tr->accum, tr->comm.world, tokens,
            gpt_flops_per_step(&tr->cfg, o->seq, tokens) / 1e9, o->steps, o->lr, o->schedule);
+    if (o->device_cuda) {
+        char dev[512];
+        tr_gpu_describe(tr, dev, sizeof dev);
+        printf("device: %s\n", dev);
+    }
     comm_zero_bytes mem = comm_zero_memory(&tr->zero);
     printf("memory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
            "%.1f MiB, working buffers %.1f MiB\n", o->zero, mem.params / 1048576.0,
@@ -419,6 +438,7 @@ static rt_status same_settings(trainer *tr, rt_error_t err) {
 
 static void teardown(trainer *tr) {
     ckpt_async_free(tr->saver);
+    tr_gpu_close(tr);
     comm_zero_free(&tr->zero);
     gpt_model_free(&tr->model);
     data_loader_close(&tr->train);
@@ -440,7 +460,8 @@ int rt_cmd_train(int argc, char **argv) {
         .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .val_every = 50,
         .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
         .comm_timeout = 600, .keep_last = 3, .straggler_every = 100,
-        .straggler_threshold = 1.25f, .spike_zscore = 6.0f, .max_skips = 5, .resume = "", .init_from = "", .profile = ""};
+        .straggler_threshold = 1.25f, .spike_zscore = 6.0f, .max_skips = 5, .resume = "",
+        .init_from = "", .profile = "", .device = "cpu"};
     rt_flag flags[] = {
         {"config", RT_STR, &o->config, "read flags from this file (key = value lines, keys "
                                        "as the flag names); flags given here override it"},
@@ -497,6 +518,13 @@ int rt_cmd_train(int argc, char **argv) {
                                                      "last 100 (0: only NaN/Inf skip)"},
         {"max-skips", RT_INT, &o->max_skips, "stop after this many skipped updates in a row "
                                              "(0: never)"},
+        {"device", RT_STR, &o->device, "cpu, or cuda: train on this rank's GPU (the local "
+                                       "rank's) in bf16 with fp32 master weights"},
+        {"recompute", RT_BOOL, &o->recompute, "cuda: keep no GELU outputs, recompute them in "
+                                              "backward (less memory)"},
+        {"stochastic-rounding", RT_BOOL, &o->stochastic_rounding, "cuda: round the bf16 "
+                                                                  "weights stochastically "
+                                                                  "(seeded by --seed)"},
         {"quiet", RT_BOOL, &o->quiet, "no console output but errors"},
         {"dry-run", RT_BOOL, &o->dry_run, "check everything, print the model, FLOPs per "
                                          "step, memory per rank and the resolved config, "

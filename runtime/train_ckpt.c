@@ -84,6 +84,8 @@ rt_status tr_save_wait(trainer *tr, rt_error_t err) {
 
 rt_status tr_save(trainer *tr, int step, rt_error_t err) {
     const train_opts *o = &tr->o;
+    rt_status gst = tr->gpu ? tr_gpu_pull(tr, err) : RT_OK;
+    if (gst) return gst;
     data_loader_state ls = data_loader_get_state(&tr->train);
     ckpt_train_state ts = {step, tokens_per_step(tr) * step, tr->model.adam_step, ls.epoch,
                            ls.cursor, o->seed, tokens_per_step(tr), o->seq, !o->no_shuffle,
@@ -215,6 +217,7 @@ rt_status tr_resume(trainer *tr, rt_error_t err) {
         return RT_ERR_USAGE;
     }
     m->adam_step = (int)ts.adam_step;
+    if (tr->gpu && (st = tr_gpu_push(tr, err))) return st;
     tr_guard_restore(&tr->guard, ts.losses, ts.nlosses);
     tr->start_step = (int)ts.step;
     snprintf(tr->resumed_from, sizeof tr->resumed_from, "%s", path);

@@ -26,6 +26,9 @@ typedef struct {
     int straggler_every;
     float spike_zscore; /* numerics guard (guard.c); 0: no spike check */
     int max_skips;      /* skips in a row that stop the run; 0: never */
+    const char *device; /* --device: "cpu" or "cuda" */
+    int device_cuda;    /* resolved from device */
+    int recompute, stochastic_rounding; /* --device cuda's memory and rounding options */
 } train_opts;
 
 /* The numerics guard's memory: the last accepted losses. */
@@ -66,6 +69,7 @@ typedef struct {
     int nflags;
     char *config_toml;     /* the effective config (config.c), for checkpoints */
     int skips_in_row, skips_total;
+    struct gpt_cuda *gpu;  /* --device cuda's model (train_gpu.c), or NULL */
 } trainer;
 
 /* Seconds on a monotonic clock. */
@@ -114,5 +118,24 @@ void tr_saver_start(trainer *tr);
 /* Rank 0, after the final save: RUN_DIR/model.h5 becomes the final
  * checkpoint (a hard link, so pruning never takes it). */
 void tr_link_model(trainer *tr, int step);
+
+/* --device cuda (train_gpu.c; train_nogpu.c in a build without CUDA). The
+ * CPU model keeps the host copy of the weights and optimizer state:
+ * tr_gpu_open creates the GPU model from it, tr_gpu_pull brings the GPU's
+ * state back into it (before saves and samples), tr_gpu_push sends it over
+ * (after a resume). The rest are the GPU's halves of the step; forward's
+ * loss lands in tr->model.mean_loss as on the CPU. tr_gpu_host_batch is the
+ * micro-batch the CPU model is sized for (1 when the GPU trains). */
+int tr_gpu_host_batch(const trainer *tr);
+rt_status tr_gpu_open(trainer *tr, rt_error_t err);
+rt_status tr_gpu_push(trainer *tr, rt_error_t err);
+rt_status tr_gpu_pull(trainer *tr, rt_error_t err);
+rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err);
+rt_status tr_gpu_backward(trainer *tr, rt_error_t err);
+rt_status tr_gpu_zero_grad(trainer *tr, rt_error_t err);
+rt_status tr_gpu_norm(trainer *tr, float *norm, rt_error_t err);
+rt_status tr_gpu_update(trainer *tr, const gpt_adamw *opt, float norm, rt_error_t err);
+void tr_gpu_describe(const trainer *tr, char *out, size_t len);
+void tr_gpu_close(trainer *tr);
 
 #endif

@@ -1,0 +1,264 @@
+/* gpt_cuda.c: the CUDA model's buffers: creation, the activation layout,
+ * host copies in the tensor table's layout, and the device description.
+ * The passes themselves are in gpt_cuda_step.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cuda_runtime.h>
+#include "gpt_cuda_internal.h"
+
+#define ALIGN 64 /* elements: every array starts 128-byte aligned or better */
+
+
+gpt_status gpt_cuda_check_config(const gpt_config *cfg, gpt_error_t err) {
+    int C = cfg->n_embd, hs = cfg->n_head > 0 ? C / cfg->n_head : 0;
+    if (C % 8 != 0) {
+        snprintf(err, GPT_ERRLEN, "the CUDA backend needs channels divisible by 8, not %d", C);
+        return GPT_ERR_CONFIG;
+    }
+    if (hs != 64 && hs != 128) {
+        snprintf(err, GPT_ERRLEN, "the CUDA backend needs a head size (channels / heads) "
+                 "of 64 or 128, not %d / %d = %d", C, cfg->n_head, hs);
+        return GPT_ERR_CONFIG;
+    }
+    return GPT_OK;
+}
+
+static size_t up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+/* Takes n elements of a kind from its block; with blocks NULL it only counts. */
+#define TAKE(kind, field, n) do {                                                   \
+        if (blocks) a->field = (void *)((char *)blocks[kind] + s.sz[kind] * esz[kind]); \
+        s.sz[kind] += up(n);                                                        \
+    } while (0)
+
+gpt_cuda_sizes gpt_cuda_acts_layout(gpt_cuda_acts *a, void *const blocks[3],
+                                    const gpt_config *c, int B, int T, int recompute) {
+    size_t L = c->n_layer, BT = (size_t)B * T, C = c->n_embd, NH = c->n_head;
+    size_t Vp = c->padded_vocab, esz[3] = {sizeof(gpt_bf16), sizeof(float), sizeof(int)};
+    struct { size_t sz[3]; } s = {{0, 0, 0}};
+    enum { H, F, I };
+    TAKE(H, encoded, BT * C);
+    TAKE(H, ln1, L * BT * C); TAKE(H, qkv, L * BT * 3 * C);
+    TAKE(H, atty, L * BT * C); TAKE(H, resid2, L * BT * C);
+    TAKE(H, ln2, L * BT * C); TAKE(H, fch, L * BT * 4 * C);
+    TAKE(H, fch_gelu, (recompute ? 1 : L) * BT * 4 * C); TAKE(H, resid3, L * BT * C);
+    TAKE(H, lnf, BT * C); TAKE(H, logits, BT * Vp); TAKE(H, tmp, BT * C);
+    TAKE(H, dres, BT * C); TAKE(H, dln, BT * C); TAKE(H, datty, BT * C);
+    TAKE(H, dqkv, BT * 3 * C); TAKE(H, dfch, BT * 4 * C);
+    TAKE(F, ln1_mean, L * BT); TAKE(F, ln1_rstd, L * BT);
+    TAKE(F, ln2_mean, L * BT); TAKE(F, ln2_rstd, L * BT);
+    TAKE(F, lse, L * B * NH * T); TAKE(F, lnf_mean, BT); TAKE(F, lnf_rstd, BT);
+    TAKE(F, losses, BT); TAKE(F, delta, B * NH * T);
+    TAKE(F, sumsq, 2); /* one double */
+    TAKE(I, tokens, BT); TAKE(I, targets, BT); TAKE(I, plan, 3 * BT + 2);
+    return (gpt_cuda_sizes){s.sz[H], s.sz[F], s.sz[I]};
+}
+#undef TAKE
+
+size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
+    gpt_config c = *cfg;
+    gpt_error_t err;
+    gpt_table tab;
+    if (gpt_config_finish(&c, err) || gpt_table_build(&tab, &c, err)) return 0;
+    size_t total = tab.total;
+    gpt_table_free(&tab);
+    gpt_cuda_acts a;
+    gpt_cuda_sizes s = gpt_cuda_acts_layout(&a, NULL, &c, o->B, o->T, o->recompute);
+    return total * (2 * sizeof(gpt_bf16) + 3 * sizeof(float)) + s.bf16 * sizeof(gpt_bf16) +
+           s.f32 * sizeof(float) + s.ints * sizeof(int) +
+           gpt_cu_scratch_floats(c.n_embd) * sizeof(float) + ((size_t)32 << 20);
+}
+
+const gpt_table *gpt_cuda_table(const gpt_cuda *g) { return &g->table; }
+int gpt_cuda_adam_step(const gpt_cuda *g) { return g->adam_step; }
+
+/* Every device and pinned allocation of the model, zeroed. */
+static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
+    size_t n = g->table.total, BT = (size_t)g->o.B * g->o.T;
+    gpt_cuda_sizes s = gpt_cuda_acts_layout(&g->a, NULL, &g->cfg, g->o.B, g->o.T,
+                                            g->o.recompute);
+    size_t bytes[3] = {s.bf16 * sizeof(gpt_bf16), s.f32 * sizeof(float), s.ints * sizeof(int)};
+    void **dev[5] = {(void **)&g->params, (void **)&g->grads, (void **)&g->master,
+                     (void **)&g->m, (void **)&g->v};
+    size_t dev_bytes[5] = {n * 2, n * 2, n * 4, n * 4, n * 4};
+    for (int i = 0; i < 5; i++) {
+        CUDA_TRY(cudaMalloc(dev[i], dev_bytes[i]), "allocating the model's weights");
+        CUDA_TRY(cudaMemset(*dev[i], 0, dev_bytes[i]), "cudaMemset");
+    }
+    for (int k = 0; k < 3; k++) {
+        CUDA_TRY(cudaMalloc(&g->blocks[k], bytes[k]), "allocating the activations");
+        CUDA_TRY(cudaMemset(g->blocks[k], 0, bytes[k]), "cudaMemset");
+    }
+    gpt_cuda_acts_layout(&g->a, g->blocks, &g->cfg, g->o.B, g->o.T, g->o.recompute);
+    CUDA_TRY(cudaMallocHost((void **)&g->h_tokens, BT * sizeof(int)), "cudaMallocHost");
+    CUDA_TRY(cudaMallocHost((void **)&g->h_targets, BT * sizeof(int)), "cudaMallocHost");
+    CUDA_TRY(cudaMallocHost((void **)&g->h_plan, (3 * BT + 2) * sizeof(int)), "cudaMallocHost");
+    CUDA_TRY(cudaMallocHost((void **)&g->h_losses, BT * sizeof(float)), "cudaMallocHost");
+    g->h_counts = calloc((size_t)g->cfg.vocab + 1, sizeof(int));
+    if (!g->h_counts) {
+        snprintf(err, GPT_ERRLEN, "out of host memory");
+        return GPT_ERR_NOMEM;
+    }
+    /* The plan's three arrays, on the host and their device twins. */
+    g->plan = (gpt_cu_encoder_plan){0, g->h_plan, g->h_plan + BT + 1, g->h_plan + 2 * BT + 2};
+    g->dplan = (gpt_cu_encoder_plan){0, g->a.plan, g->a.plan + BT + 1, g->a.plan + 2 * BT + 2};
+    cudaEvent_t ev;
+    CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+    g->staged = ev;
+    return GPT_OK;
+}
+
+gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda_opts *o,
+                           gpt_error_t err) {
+    *out = NULL;
+    gpt_cuda *g = calloc(1, sizeof(*g));
+    if (!g) {
+        snprintf(err, GPT_ERRLEN, "out of host memory");
+        return GPT_ERR_NOMEM;
+    }
+    g->cfg = *cfg;
+    g->o = *o;
+    gpt_status st = gpt_config_finish(&g->cfg, err);
+    if (!st) st = gpt_cuda_check_config(&g->cfg, err);
+    if (!st && (o->B < 1 || o->T < 1 || o->T > g->cfg.max_seq)) {
+        snprintf(err, GPT_ERRLEN, "sequence length %d must be in [1, max sequence length %d] "
+                 "and batch %d at least 1", o->T, g->cfg.max_seq, o->B);
+        st = GPT_ERR_CONFIG;
+    }
+    if (!st) st = gpt_table_build(&g->table, &g->cfg, err);
+    if (!st) {
+        cudaError_t e = cudaSetDevice(o->device);
+        if (e != cudaSuccess) {
+            snprintf(err, GPT_ERRLEN, "cannot use CUDA device %d: %s", o->device,
+                     cudaGetErrorString(e));
+            st = GPT_ERR_DEVICE;
+        }
+    }
+    if (!st) st = gpt_cu_ctx_create(&g->ctx, NULL, gpt_cu_scratch_floats(g->cfg.n_embd), err);
+    if (!st) st = cuda_alloc(g, err);
+    if (st) {
+        gpt_cuda_free(g);
+        return st;
+    }
+    *out = g;
+    return GPT_OK;
+}
+
+void gpt_cuda_free(gpt_cuda *g) {
+    if (!g) return;
+    if (g->ctx.stream) cudaStreamSynchronize(g->ctx.stream);
+    cudaFree(g->params); cudaFree(g->grads);
+    cudaFree(g->master); cudaFree(g->m); cudaFree(g->v);
+    for (int k = 0; k < 3; k++) cudaFree(g->blocks[k]);
+    cudaFreeHost(g->h_tokens); cudaFreeHost(g->h_targets);
+    cudaFreeHost(g->h_plan); cudaFreeHost(g->h_losses);
+    free(g->h_counts);
+    if (g->staged) cudaEventDestroy((cudaEvent_t)g->staged);
+    gpt_cu_ctx_free(&g->ctx);
+    gpt_table_free(&g->table);
+    free(g);
+}
+
+gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err) {
+    size_t n = g->table.total;
+    CUDA_TRY(cudaMemcpyAsync(g->master, host, n * sizeof(float), cudaMemcpyHostToDevice,
+                             g->ctx.stream), "uploading the weights");
+    gpt_status st = gpt_cu_to_bf16(&g->ctx, g->params, g->master, n, err);
+    if (st) return st;
+    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "uploading the weights");
+    return GPT_OK;
+}
+
+/* Waits for the stream, then copies n elements of `bytes_each` to the host. */
+static gpt_status fetch(gpt_cuda *g, void *host, const void *dev, size_t bytes,
+                        const char *what, gpt_error_t err) {
+    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), what);
+    CUDA_TRY(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost), what);
+    return GPT_OK;
+}
+
+/* n bf16 device values into host floats, through a temporary. */
+static gpt_status fetch_bf16(gpt_cuda *g, float *host, const gpt_bf16 *dev, size_t n,
+                             const char *what, gpt_error_t err) {
+    gpt_bf16 *tmp = malloc((n ? n : 1) * sizeof(*tmp));
+    if (!tmp) {
+        snprintf(err, GPT_ERRLEN, "out of host memory");
+        return GPT_ERR_NOMEM;
+    }
+    gpt_status st = fetch(g, tmp, dev, n * sizeof(*tmp), what, err);
+    for (size_t i = 0; !st && i < n; i++) host[i] = gpt_bf16_to_float(tmp[i]);
+    free(tmp);
+    return st;
+}
+
+gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err) {
+    return fetch(g, host, g->master, g->table.total * sizeof(float), "downloading the weights",
+                 err);
+}
+
+gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err) {
+    return fetch_bf16(g, host, g->grads, g->table.total, "downloading the gradients", err);
+}
+
+gpt_status gpt_cuda_get_logits(gpt_cuda *g, float *host, gpt_error_t err) {
+    if (g->grad_ready) {
+        snprintf(err, GPT_ERRLEN, "the logits were replaced by their gradient (a training "
+                 "forward); run the forward with grad_scale 0 to read them");
+        return GPT_ERR_CONFIG;
+    }
+    return fetch_bf16(g, host, g->a.logits,
+                      (size_t)g->cur_B * g->cur_T * g->cfg.padded_vocab,
+                      "downloading the logits", err);
+}
+
+gpt_status gpt_cuda_get_moments(gpt_cuda *g, float *m, float *v, gpt_error_t err) {
+    size_t bytes = g->table.total * sizeof(float);
+    gpt_status st = fetch(g, m, g->m, bytes, "downloading the AdamW moments", err);
+    return st ? st : fetch(g, v, g->v, bytes, "downloading the AdamW moments", err);
+}
+
+gpt_status gpt_cuda_set_moments(gpt_cuda *g, const float *m, const float *v, int adam_step,
+                                gpt_error_t err) {
+    size_t bytes = g->table.total * sizeof(float);
+    /* On the model's stream, so the next update sees them; then wait, since
+     * the host buffers are the caller's. */
+    CUDA_TRY(cudaMemcpyAsync(g->m, m, bytes, cudaMemcpyHostToDevice, g->ctx.stream),
+             "uploading the AdamW moments");
+    CUDA_TRY(cudaMemcpyAsync(g->v, v, bytes, cudaMemcpyHostToDevice, g->ctx.stream),
+             "uploading the AdamW moments");
+    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "uploading the AdamW moments");
+    g->adam_step = adam_step;
+    return GPT_OK;
+}
+
+void gpt_cuda_describe(int device, char *out, size_t len) {
+    int n = 0; /* left unset by a missing driver */
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        snprintf(out, len, "no CUDA device: %s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "none visible");
+        return;
+    }
+    if (device < 0 || device >= n) {
+        snprintf(out, len, "no CUDA device %d: %d visible", device, n);
+        return;
+    }
+    struct cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, device) != cudaSuccess) {
+        snprintf(out, len, "CUDA device %d: properties unavailable", device);
+        return;
+    }
+    snprintf(out, len, "CUDA device %d of %d: %s, %.1f GiB, compute capability %d.%d, %d SMs",
+             device, n, p.name, (double)p.totalGlobalMem / (1 << 30), p.major, p.minor,
+             p.multiProcessorCount);
+}
+
+void gpt_cuda_device_name(int device, char *out, size_t len) {
+    int n = 0;
+    struct cudaDeviceProp p;
+    out[0] = 0;
+    if (cudaGetDeviceCount(&n) == cudaSuccess && device >= 0 && device < n &&
+        cudaGetDeviceProperties(&p, device) == cudaSuccess)
+        snprintf(out, len, "%s", p.name);
+}

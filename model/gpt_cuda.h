@@ -1,0 +1,111 @@
+/* gpt_cuda.h: the public API of the model's CUDA twin (model/cuda/).
+ *
+ * The same GPT-2 as gpt.h, on one GPU, in mixed precision: bf16 parameters,
+ * activations and gradients; fp32 master weights and AdamW moments; fp32
+ * accumulation everywhere. It shares gpt.h's config and tensor table: the
+ * device buffers are laid out by the same table, so a tensor sits at the
+ * same offset (in elements) in the bf16 parameters, the bf16 gradients, the
+ * fp32 master weights and the moments as in the CPU model's flat buffers,
+ * and the host copies that checkpoints read and write are the CPU model's
+ * layout exactly.
+ *
+ * No CUDA type appears here: C callers need no CUDA header. Every function
+ * that can fail returns a gpt_status with a one-line message in err; a
+ * CUDA failure is GPT_ERR_DEVICE and leaves the model unusable (free it).
+ * Work is enqueued on the model's stream; the functions that return numbers
+ * to the host (losses, norms, copies) wait for it. */
+#ifndef GPT_CUDA_H
+#define GPT_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gpt.h"
+
+typedef struct gpt_cuda gpt_cuda;
+
+/* What gpt_cuda_create needs beyond the config. */
+typedef struct {
+    int B, T;          /* activation capacity: micro-batch and sequence length */
+    int device;        /* CUDA device ordinal (the local rank, usually) */
+    int recompute;     /* 1: keep no GELU outputs; backward recomputes them */
+    uint64_t sr_seed;  /* != 0: stochastic rounding of the bf16 weights */
+} gpt_cuda_opts;
+
+/* The shapes the CUDA kernels support: n_embd a multiple of 8 and a head
+ * size (n_embd / n_head) of 64 or 128, as every GPT-2 size and every dN
+ * preset has. GPT_ERR_CONFIG with the reason otherwise. */
+gpt_status gpt_cuda_check_config(const gpt_config *cfg, gpt_error_t err);
+
+/* Device bytes gpt_cuda_create will allocate for this config and options
+ * (parameters, gradients, master weights, moments, activations, logits,
+ * workspaces), so a run can say up front that it will not fit. */
+size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o);
+
+/* Selects o->device, allocates everything (zeroed) and creates the stream
+ * and the kernel context. Load weights with gpt_cuda_set_params. */
+gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda_opts *o,
+                           gpt_error_t err);
+void gpt_cuda_free(gpt_cuda *g);
+
+/* The tensor table of the model (gpt.h): offsets in elements. */
+const gpt_table *gpt_cuda_table(const gpt_cuda *g);
+
+/* Master weights from host floats laid out by the table (a CPU model's
+ * params), then the bf16 working copy rounded from them. Waits. */
+gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err);
+
+/* Host copies, laid out by the table, for checkpoints and tests: the fp32
+ * master weights, the bf16 gradients widened to float, and the AdamW
+ * moments. Each waits for the stream. */
+gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err);
+gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err);
+gpt_status gpt_cuda_get_moments(gpt_cuda *g, float *m, float *v, gpt_error_t err);
+gpt_status gpt_cuda_set_moments(gpt_cuda *g, const float *m, const float *v, int adam_step,
+                                gpt_error_t err);
+int gpt_cuda_adam_step(const gpt_cuda *g);
+
+/* Forward over host tokens (B, T), B <= opts.B, T <= opts.T; ids are checked
+ * on the host (GPT_ERR_INPUT names the first bad one). With targets, the
+ * per-position losses are computed and *mean_loss set (it waits for them).
+ * grad_scale > 0 says a gpt_cuda_backward with that scale follows: the
+ * fused classifier then leaves the logits' gradient in place of the logits
+ * in the same pass. grad_scale == 0 is evaluation. */
+gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, int B,
+                            int T, float grad_scale, float *mean_loss, gpt_error_t err);
+
+/* Host copy of the (B, T, padded_vocab) logits of the last forward made
+ * with grad_scale == 0 (or without targets), widened to float. */
+gpt_status gpt_cuda_get_logits(gpt_cuda *g, float *host, gpt_error_t err);
+
+/* Sets the gradients to zero (before a step's first micro-step). */
+gpt_status gpt_cuda_zero_grad(gpt_cuda *g, gpt_error_t err);
+
+/* Backward of the last forward, which must have had targets and
+ * grad_scale > 0. Gradients are ADDED into the bf16 gradient buffer. */
+gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err);
+
+/* L2 norm of the whole gradient buffer (fp64 sum of squares). Waits. */
+gpt_status gpt_cuda_grad_norm(gpt_cuda *g, float *norm, gpt_error_t err);
+
+/* Clipping (as gpt_update: min(1, clip / (norm + 1e-6))) and one AdamW step
+ * on the master weights, then the bf16 copy (stochastically rounded when
+ * opts.sr_seed != 0). */
+gpt_status gpt_cuda_update(gpt_cuda *g, const gpt_adamw *opt, float grad_norm,
+                           gpt_error_t err);
+
+/* One line naming device ordinal, model, memory and compute capability, or
+ * why there is none ("no CUDA device: ..."). Needs no model. */
+void gpt_cuda_describe(int device, char *out, size_t len);
+
+/* Peak dense bf16 TFLOP/s of a GPU by the name CUDA reports ("NVIDIA H100
+ * 80GB HBM3"), from the table in devices.c; 0 for an unknown GPU (report
+ * MFU as unknown then). gpt_cuda_peak_source names where the numbers come
+ * from, for benchmark tables. */
+double gpt_cuda_peak_tflops(const char *device_name);
+const char *gpt_cuda_peak_source(void);
+
+/* The name CUDA reports for the device ("NVIDIA H100 80GB HBM3"), or "" when
+ * there is none. */
+void gpt_cuda_device_name(int device, char *out, size_t len);
+
+#endif

@@ -1,0 +1,38 @@
+/* train_nogpu.c: the --device cuda entry points of a build without CUDA
+ * (train_gpu.c replaces this file when nvcc was found): asking for the GPU
+ * is a clear error, and nothing else is ever reached (tr->gpu stays NULL). */
+#include <stdio.h>
+#include "train_internal.h"
+
+int tr_gpu_host_batch(const trainer *tr) { return tr->o.batch; }
+
+rt_status tr_gpu_open(trainer *tr, rt_error_t err) {
+    (void)tr;
+    snprintf(err, RT_ERRLEN, "--device cuda: this gptrain was built without CUDA (nvcc was "
+             "not found when it was configured; see docs/cuda.md)");
+    return RT_ERR_USAGE;
+}
+
+static rt_status unreachable(rt_error_t err) {
+    snprintf(err, RT_ERRLEN, "internal error: a GPU step in a build without CUDA");
+    return RT_ERR_RUN;
+}
+
+rt_status tr_gpu_push(trainer *tr, rt_error_t err) { (void)tr; return unreachable(err); }
+rt_status tr_gpu_pull(trainer *tr, rt_error_t err) { (void)tr; return unreachable(err); }
+rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err) {
+    (void)tr; (void)training; return unreachable(err);
+}
+rt_status tr_gpu_backward(trainer *tr, rt_error_t err) { (void)tr; return unreachable(err); }
+rt_status tr_gpu_zero_grad(trainer *tr, rt_error_t err) { (void)tr; return unreachable(err); }
+rt_status tr_gpu_norm(trainer *tr, float *norm, rt_error_t err) {
+    (void)tr; (void)norm; return unreachable(err);
+}
+rt_status tr_gpu_update(trainer *tr, const gpt_adamw *opt, float norm, rt_error_t err) {
+    (void)tr; (void)opt; (void)norm; return unreachable(err);
+}
+void tr_gpu_describe(const trainer *tr, char *out, size_t len) {
+    (void)tr;
+    snprintf(out, len, "no CUDA in this build");
+}
+void tr_gpu_close(trainer *tr) { (void)tr; }

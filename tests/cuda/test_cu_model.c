@@ -1,0 +1,235 @@
+/* test_cu_model.c: the whole CUDA training step against the CPU model, which
+ * itself matches the PyTorch fixture to 1e-4 (test_reference). Same weights,
+ * same tokens: losses, logits, every gradient tensor and the updated master
+ * weights must agree within bf16 tolerance (relative error by norm <= 1e-2,
+ * as the CUDA issue asks of the fixture), over several steps and over a
+ * short training run. Also: runs repeat bit for bit, --recompute and
+ * stochastic rounding stay within tolerance, bad tokens are refused.
+ * Exits 77 (Skipped) without a GPU. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cu_test.h"
+#include "gpt.h"
+#include "gpt_cuda.h"
+
+#define TOL 1e-2
+enum { B = 3, T = 37 }; /* B*T = 111: no tile divides it */
+
+/* Two layers, head size 64, an awkward vocabulary (131, padded to 192). */
+static gpt_config small_config(void) {
+    gpt_config c = {2, 2, 128, 64, 131, 0};
+    gpt_error_t err;
+    assert_int_equal(gpt_config_finish(&c, err), GPT_OK);
+    return c;
+}
+
+static void random_tokens(int *x, int n, int V, unsigned seed) {
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (int)((seed >> 8) % (unsigned)V);
+    }
+}
+
+/* Relative error of each tensor (real vocabulary rows of wte only); returns
+ * the worst and names any above tol. */
+static double per_tensor(const gpt_table *tab, const gpt_config *c, const float *got,
+                         const float *want, const char *what, int step) {
+    double worst = 0;
+    for (int i = 0; i < tab->count; i++) {
+        const gpt_tensor *t = &tab->t[i];
+        size_t n = i == GPT_T_WTE ? (size_t)c->vocab * c->n_embd : t->numel;
+        char label[96];
+        snprintf(label, sizeof label, "step %d %s %s", step, what, t->name);
+        worst = fmax(worst, cu_rel_err(label, got + t->offset, want + t->offset, n, TOL));
+    }
+    return worst;
+}
+
+typedef struct {
+    gpt_config cfg;
+    gpt_model cpu;
+    gpt_cuda *gpu;
+    float *host; /* table.total floats for downloads */
+} pair;
+
+static void pair_create(pair *p, int recompute, uint64_t sr_seed) {
+    gpt_error_t err = "";
+    p->cfg = small_config();
+    assert_int_equal(gpt_model_create(&p->cpu, &p->cfg, B, T, err), GPT_OK);
+    gpt_init_weights(&p->cpu, 7);
+    gpt_cuda_opts o = {.B = B, .T = T, .recompute = recompute, .sr_seed = sr_seed};
+    if (gpt_cuda_create(&p->gpu, &p->cfg, &o, err)) fail_msg("%s", err);
+    if (gpt_cuda_set_params(p->gpu, p->cpu.params, err)) fail_msg("%s", err);
+    p->host = cu_host(p->cpu.table.total);
+}
+
+static void pair_free(pair *p) {
+    gpt_cuda_free(p->gpu);
+    gpt_model_free(&p->cpu);
+    free(p->host);
+}
+
+/* One training step on both; returns the GPU loss and sets *cpu_loss. */
+static float gpu_step(gpt_cuda *g, const int *in, const int *tg, const gpt_adamw *opt) {
+    gpt_error_t err = "";
+    float loss = 0, norm = 0;
+    if (gpt_cuda_zero_grad(g, err) || gpt_cuda_forward(g, in, tg, B, T, 1.0f, &loss, err) ||
+        gpt_cuda_backward(g, err) || gpt_cuda_grad_norm(g, &norm, err) ||
+        gpt_cuda_update(g, opt, norm, err))
+        fail_msg("%s", err);
+    return loss;
+}
+
+static float cpu_step(gpt_model *m, const int *in, const int *tg, const gpt_adamw *opt) {
+    gpt_error_t err = "";
+    gpt_zero_grad(m);
+    assert_int_equal(gpt_forward(m, in, tg, B, T, err), GPT_OK);
+    assert_int_equal(gpt_backward(m, 1.0f, err), GPT_OK);
+    gpt_update(m, opt, gpt_grad_norm(m));
+    return m->mean_loss;
+}
+
+static const gpt_adamw OPT = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+
+static void test_step_matches_cpu(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 0);
+    gpt_error_t err = "";
+    int in[B * T], tg[B * T];
+    size_t BT = (size_t)B * T, Vp = p.cfg.padded_vocab;
+    for (int s = 0; s < 3; s++) {
+        random_tokens(in, B * T, p.cfg.vocab, 100 + s);
+        random_tokens(tg, B * T, p.cfg.vocab, 200 + s);
+        /* Evaluation forward: logits and loss. */
+        float eval_loss = 0;
+        float *logits = cu_host(BT * Vp);
+        if (gpt_cuda_forward(p.gpu, in, tg, B, T, 0.0f, &eval_loss, err) ||
+            gpt_cuda_get_logits(p.gpu, logits, err))
+            fail_msg("%s", err);
+        assert_int_equal(gpt_forward(&p.cpu, in, tg, B, T, err), GPT_OK);
+        assert_true(cu_rel_err("logits", logits, p.cpu.logits, BT * Vp, TOL) <= TOL);
+        free(logits);
+        /* Training step: gradients before the update, weights after. */
+        gpt_zero_grad(&p.cpu);
+        assert_int_equal(gpt_forward(&p.cpu, in, tg, B, T, err), GPT_OK);
+        assert_int_equal(gpt_backward(&p.cpu, 1.0f, err), GPT_OK);
+        float cpu_norm = gpt_grad_norm(&p.cpu), gpu_loss = 0, gpu_norm = 0;
+        if (gpt_cuda_zero_grad(p.gpu, err) ||
+            gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, &gpu_loss, err) ||
+            gpt_cuda_backward(p.gpu, err) || gpt_cuda_grad_norm(p.gpu, &gpu_norm, err) ||
+            gpt_cuda_get_grads(p.gpu, p.host, err))
+            fail_msg("%s", err);
+        print_message("step %d: loss cpu %.6f gpu %.6f (eval %.6f), norm cpu %.5f gpu %.5f\n",
+                      s, p.cpu.mean_loss, gpu_loss, eval_loss, cpu_norm, gpu_norm);
+        assert_true(fabsf(gpu_loss - p.cpu.mean_loss) <= TOL * p.cpu.mean_loss);
+        assert_true(fabsf(eval_loss - gpu_loss) <= 1e-6f * gpu_loss);
+        assert_true(fabsf(gpu_norm - cpu_norm) <= TOL * cpu_norm);
+        assert_true(per_tensor(&p.cpu.table, &p.cfg, p.host, p.cpu.grads, "grad", s) <= TOL);
+        gpt_update(&p.cpu, &OPT, cpu_norm);
+        if (gpt_cuda_update(p.gpu, &OPT, gpu_norm, err) ||
+            gpt_cuda_get_params(p.gpu, p.host, err))
+            fail_msg("%s", err);
+        assert_true(per_tensor(&p.cpu.table, &p.cfg, p.host, p.cpu.params, "param", s) <= TOL);
+    }
+    pair_free(&p);
+}
+
+/* A short run on one repeated batch: the loss falls on both, and the GPU's
+ * curve stays within bf16 noise of the CPU's at every step. */
+static void test_loss_curve_follows_cpu(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 0);
+    int in[B * T], tg[B * T];
+    random_tokens(in, B * T, p.cfg.vocab, 5);
+    random_tokens(tg, B * T, p.cfg.vocab, 6);
+    gpt_adamw opt = OPT;
+    opt.lr = 3e-3f;
+    float first = 0, gl = 0, cl = 0;
+    for (int s = 0; s < 40; s++) {
+        cl = cpu_step(&p.cpu, in, tg, &opt);
+        gl = gpu_step(p.gpu, in, tg, &opt);
+        if (s == 0) first = cl;
+        if (s % 10 == 0) print_message("step %d: loss cpu %.5f gpu %.5f\n", s, cl, gl);
+        assert_true(fabsf(gl - cl) <= 2e-2f * cl);
+    }
+    assert_true(cl < 0.7f * first && gl < 0.7f * first);
+    pair_free(&p);
+}
+
+/* Two runs from the same weights and tokens give the same bits. */
+static void run_steps(int recompute, uint64_t sr, float *out_params, size_t n) {
+    pair p;
+    pair_create(&p, recompute, sr);
+    int in[B * T], tg[B * T];
+    for (int s = 0; s < 3; s++) {
+        random_tokens(in, B * T, p.cfg.vocab, 300 + s);
+        random_tokens(tg, B * T, p.cfg.vocab, 400 + s);
+        gpu_step(p.gpu, in, tg, &OPT);
+    }
+    gpt_error_t err = "";
+    if (gpt_cuda_get_params(p.gpu, out_params, err)) fail_msg("%s", err);
+    assert_int_equal(p.cpu.table.total, n);
+    pair_free(&p);
+}
+
+static void test_runs_repeat_bitwise(void **state) {
+    (void)state;
+    gpt_config c = small_config();
+    gpt_table tab;
+    gpt_error_t err;
+    assert_int_equal(gpt_table_build(&tab, &c, err), GPT_OK);
+    size_t n = tab.total;
+    float *a = cu_host(n), *b = cu_host(n), *r = cu_host(n), *s1 = cu_host(n), *s2 = cu_host(n);
+    run_steps(0, 0, a, n);
+    run_steps(0, 0, b, n);
+    assert_memory_equal(a, b, n * sizeof(float));
+    /* --recompute rebuilds the GELU outside the matmul epilogue: close, not equal. */
+    run_steps(1, 0, r, n);
+    assert_true(cu_rel_err("recompute params", r, a, n, 1e-3) <= 1e-3);
+    /* Stochastic rounding: reproducible from its seed. */
+    run_steps(0, 99, s1, n);
+    run_steps(0, 99, s2, n);
+    assert_memory_equal(s1, s2, n * sizeof(float));
+    assert_true(cu_rel_err("sr params", s1, a, n, 1e-3) <= 1e-3);
+    gpt_table_free(&tab);
+    free(a); free(b); free(r); free(s1); free(s2);
+}
+
+static void test_bad_tokens_refused(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 0);
+    int in[B * T], tg[B * T];
+    random_tokens(in, B * T, p.cfg.vocab, 1);
+    random_tokens(tg, B * T, p.cfg.vocab, 2);
+    in[17] = p.cfg.vocab;
+    gpt_error_t err = "";
+    float loss;
+    assert_int_equal(gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, &loss, err), GPT_ERR_INPUT);
+    assert_non_null(strstr(err, "position 17"));
+    assert_int_equal(gpt_cuda_backward(p.gpu, err), GPT_ERR_CONFIG);
+    assert_int_equal(gpt_cuda_forward(p.gpu, in, tg, B + 1, T, 1.0f, &loss, err),
+                     GPT_ERR_CONFIG);
+    pair_free(&p);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    cu_test_require_gpu(argv[0]);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_step_matches_cpu),
+        cmocka_unit_test(test_loss_curve_follows_cpu),
+        cmocka_unit_test(test_runs_repeat_bitwise),
+        cmocka_unit_test(test_bad_tokens_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
