@@ -15,7 +15,8 @@
 // C must be a multiple of 8 (16-byte rows) and at most 8192 (as layernorm.cu).
 static gpt_status enc_check(const char *fn, int B, int T, int C, gpt_error_t err) {
     if (C < 8 || C > 8192 || C % 8 != 0) {
-        snprintf(err, GPT_ERRLEN, "%s: C = %d is not a multiple of 8 in [8, 8192]", fn, C);
+        snprintf(err, GPT_ERRLEN, "%s: C = %d unsupported (a multiple of 8 in [8, 8192])", fn,
+                 C);
         return GPT_ERR_CONFIG;
     }
     if (B < 1 || T < 1) {

@@ -106,6 +106,9 @@ static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
     cudaEvent_t ev;
     CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
     g->staged = ev;
+    /* The memsets ran on the legacy stream, which the model's non-blocking
+     * stream does not wait for. */
+    CUDA_TRY(cudaDeviceSynchronize(), "clearing the model's memory");
     return GPT_OK;
 }
 

@@ -25,8 +25,8 @@
 
 static gpt_status ln_check(const char *fn, int N, int C, gpt_error_t err) {
     if (C < 8 || C > LN_MAX_C || C % 8 != 0) {
-        snprintf(err, GPT_ERRLEN, "%s: C = %d is not a multiple of 8 in [8, %d]", fn, C,
-                 LN_MAX_C);
+        snprintf(err, GPT_ERRLEN, "%s: C = %d unsupported (a multiple of 8 in [8, %d])", fn,
+                 C, LN_MAX_C);
         return GPT_ERR_CONFIG;
     }
     if (N < 1) {

@@ -61,7 +61,7 @@ static float *hbuf(size_t n) {
 }
 static void *track_dev(void *d) {
     assert_true(n_dev < MAX_ALLOCS);
-    /* the uploads ran on the legacy stream; ctx's stream does not wait for it */
+    /* cudaMemset runs on the legacy stream, which ctx's stream does not wait for */
     CU_CHECK(cudaDeviceSynchronize());
     return dev_allocs[n_dev++] = d;
 }
