@@ -4,7 +4,7 @@
 # buckets); any report fails the test.   usage: asan_train.sh GPTRAIN BUILD_DIR
 . "$(dirname "$0")/lib.sh"
 build=$2
-cmake -S "$GPTRAIN_SRC" -B "$build" -DGPTRAIN_SANITIZE=ON -DGPTRAIN_TESTS=OFF \
+cmake -S "$GPTRAIN_SRC" -B "$build" -DGPTRAIN_SANITIZE=ON -DGPTRAIN_TESTS=OFF -DGPTRAIN_CUDA=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; fail "configure"; }
 cmake --build "$build" --target gptrain -j2 >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log"; fail "build"; }
 GPTRAIN=$build/runtime/gptrain
