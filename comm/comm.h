@@ -128,6 +128,7 @@ typedef struct comm_units comm_units;       /* private to units.c */
 typedef struct {
     int stage, rank, world;
     size_t total, lo, hi;
+    size_t shard;         /* S: every shard's length before clipping */
     int *counts, *displs; /* per rank, in floats */
     float *gshard;        /* stages 2-3: this rank's accumulated gradient shard */
     float *pshard;        /* stage 3: this rank's parameter shard */

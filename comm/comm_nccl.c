@@ -22,6 +22,7 @@
 struct comm_nccl {
     ncclComm_t comm; /* NULL once aborted */
     cudaStream_t stream;
+    cudaEvent_t ev_in, ev_out; /* comm_nccl_after / comm_nccl_before */
     int rank, world, device;
 };
 
@@ -63,12 +64,16 @@ static int device_count(void) {
 int comm_nccl_available(void) { return device_count() > 0; }
 
 /* This rank's part of init that needs no peer: its device, and on rank 0
- * the unique id that names the communicator. */
-static comm_status local_setup(comm_nccl *c, ncclUniqueId *id, comm_error_t err) {
+ * the unique id that names the communicator. With a single GPU visible the
+ * launcher has given each rank its own (CUDA_VISIBLE_DEVICES); whether it
+ * really did is checked across ranks afterwards (distinct_gpus). */
+static comm_status local_setup(comm_nccl *c, int local_rank, ncclUniqueId *id,
+                               comm_error_t err) {
     int count = device_count();
-    if (c->device >= count) {
+    c->device = local_rank < count ? local_rank : count == 1 ? 0 : -1;
+    if (c->device < 0) {
         snprintf(err, COMM_ERRLEN, "rank %d: local rank %d but only %d GPUs visible",
-                 c->rank, c->device, count);
+                 c->rank, local_rank, count);
         return COMM_ERR;
     }
     CUDA_TRY(cudaSetDevice(c->device));
@@ -83,6 +88,8 @@ static comm_status create_stream(comm_nccl *c, comm_error_t err) {
     int least, greatest;
     CUDA_TRY(cudaDeviceGetStreamPriorityRange(&least, &greatest));
     CUDA_TRY(cudaStreamCreateWithPriority(&c->stream, cudaStreamNonBlocking, greatest));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->ev_in, cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->ev_out, cudaEventDisableTiming));
     return COMM_OK;
 }
 
@@ -95,6 +102,48 @@ static int any_failed(int bad, int rank, comm_error_t err) {
     if (any && !bad)
         snprintf(err, COMM_ERRLEN, "rank %d: NCCL setup failed on another rank", rank);
     return any;
+}
+
+/* Each rank's GPU UUID and host, so ranks that share a GPU are caught
+ * before NCCL fails on them with a less helpful message. Collective; every
+ * rank finds the same first pair, so all of them fail alike. */
+typedef struct {
+    unsigned char uuid[16];
+    char host[MPI_MAX_PROCESSOR_NAME];
+    int device;
+} gpu_id;
+
+static comm_status distinct_gpus(comm_nccl *c, comm_error_t err) {
+    gpu_id mine;
+    memset(&mine, 0, sizeof mine);
+    struct cudaDeviceProp p;
+    gpu_id *all = calloc((size_t)c->world, sizeof *all);
+    int len = 0, bad = !all || cudaGetDeviceProperties(&p, c->device) != cudaSuccess;
+    if (bad) {
+        cudaGetLastError();
+        snprintf(err, COMM_ERRLEN, "rank %d: cannot read the properties of GPU %d", c->rank,
+                 c->device);
+    }
+    if (any_failed(bad, c->rank, err)) {
+        free(all);
+        return COMM_ERR;
+    }
+    memcpy(mine.uuid, p.uuid.bytes, sizeof mine.uuid);
+    MPI_Get_processor_name(mine.host, &len);
+    mine.device = c->device;
+    MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE,
+                  MPI_COMM_WORLD);
+    comm_status st = COMM_OK;
+    for (int a = 0; !st && a < c->world; a++)
+        for (int b = a + 1; !st && b < c->world; b++)
+            if (!memcmp(all[a].uuid, all[b].uuid, sizeof mine.uuid)) {
+                snprintf(err, COMM_ERRLEN, "ranks %d and %d both got GPU %d on host %s: more "
+                         "ranks on a node than GPUs; start one rank per GPU", a, b,
+                         all[a].device, all[a].host);
+                st = COMM_ERR;
+            }
+    free(all);
+    return st;
 }
 
 static comm_status init_comm(comm_nccl *c, ncclUniqueId id, comm_error_t err) {
@@ -112,10 +161,12 @@ comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
     if (!c)
         snprintf(err, COMM_ERRLEN, "rank %d: out of memory for the NCCL state", rank);
     else {
-        *c = (comm_nccl){.rank = rank, .world = world, .device = local_rank};
-        bad = local_setup(c, &id, err) != COMM_OK;
+        *c = (comm_nccl){.rank = rank, .world = world};
+        bad = local_setup(c, local_rank, &id, err) != COMM_OK;
     }
     if (any_failed(bad, rank, err)) goto fail;
+    /* Every rank reaches it, and all find the same pair. */
+    if (distinct_gpus(c, err)) goto fail;
     MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
     bad = init_comm(c, id, err) != COMM_OK;
     if (!bad) bad = create_stream(c, err) != COMM_OK;
@@ -138,32 +189,76 @@ static comm_status usable(comm_nccl *c, comm_error_t err) {
     return COMM_OK;
 }
 
-comm_status comm_nccl_allreduce_mean(comm_nccl *c, float *dev_buf, size_t n,
+static ncclDataType_t nccl_type(comm_nccl_type t) {
+    return t == COMM_NCCL_BF16 ? ncclBfloat16 : ncclFloat;
+}
+
+static size_t type_size(comm_nccl_type t) { return t == COMM_NCCL_BF16 ? 2 : 4; }
+
+int comm_nccl_device(const comm_nccl *c) { return c->device; }
+
+comm_status comm_nccl_allreduce_mean(comm_nccl *c, void *buf, size_t n, comm_nccl_type t,
                                      comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclAllReduce(dev_buf, dev_buf, n, ncclFloat, ncclAvg, c->comm, c->stream));
+    NCCL_TRY(ncclAllReduce(buf, buf, n, nccl_type(t), ncclAvg, c->comm, c->stream));
     return COMM_OK;
 }
 
-comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const float *send, float *recv,
-                                          size_t recv_count, comm_error_t err) {
+comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const void *send, void *recv,
+                                          size_t recv_count, comm_nccl_type t,
+                                          comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclReduceScatter(send, recv, recv_count, ncclFloat, ncclAvg, c->comm,
+    NCCL_TRY(ncclReduceScatter(send, recv, recv_count, nccl_type(t), ncclAvg, c->comm,
                                c->stream));
     return COMM_OK;
 }
 
-comm_status comm_nccl_allgather(comm_nccl *c, const float *send, float *recv,
-                                size_t send_count, comm_error_t err) {
+/* One ncclReduce per owning rank, grouped so that NCCL runs them as one
+ * operation; a piece inside a single shard is a single reduce. */
+comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *counts,
+                                           const int *displs, comm_nccl_type t,
+                                           comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclAllGather(send, recv, send_count, ncclFloat, c->comm, c->stream));
+    NCCL_TRY(ncclGroupStart());
+    ncclResult_t r = ncclSuccess;
+    for (int k = 0; k < c->world && r == ncclSuccess; k++) {
+        if (counts[k] <= 0) continue;
+        char *p = (char *)buf + (size_t)displs[k] * type_size(t);
+        r = ncclReduce(p, p, (size_t)counts[k], nccl_type(t), ncclAvg, k, c->comm, c->stream);
+    }
+    ncclResult_t end = ncclGroupEnd();
+    NCCL_TRY(r != ncclSuccess ? r : end);
     return COMM_OK;
 }
 
-comm_status comm_nccl_broadcast(comm_nccl *c, float *buf, size_t n, int root,
+comm_status comm_nccl_allgather(comm_nccl *c, const void *send, void *recv, size_t send_count,
+                                comm_nccl_type t, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    NCCL_TRY(ncclAllGather(send, recv, send_count, nccl_type(t), c->comm, c->stream));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_broadcast(comm_nccl *c, void *buf, size_t n, comm_nccl_type t, int root,
                                 comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclBroadcast(buf, buf, n, ncclFloat, root, c->comm, c->stream));
+    NCCL_TRY(ncclBroadcast(buf, buf, n, nccl_type(t), root, c->comm, c->stream));
+    return COMM_OK;
+}
+
+/* An event recorded on one stream and waited for by the other orders them
+ * on the device; re-recording it later does not disturb a wait already
+ * queued, so one event per direction is enough. */
+comm_status comm_nccl_after(comm_nccl *c, void *stream, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    CUDA_TRY(cudaEventRecord(c->ev_in, (cudaStream_t)stream));
+    CUDA_TRY(cudaStreamWaitEvent(c->stream, c->ev_in, 0));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_before(comm_nccl *c, void *stream, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    CUDA_TRY(cudaEventRecord(c->ev_out, c->stream));
+    CUDA_TRY(cudaStreamWaitEvent((cudaStream_t)stream, c->ev_out, 0));
     return COMM_OK;
 }
 
@@ -261,6 +356,8 @@ void *comm_nccl_stream(comm_nccl *c) { return (void *)c->stream; }
 void comm_nccl_free(comm_nccl *c) {
     if (!c) return;
     if (c->comm) ncclCommDestroy(c->comm);
+    if (c->ev_in) cudaEventDestroy(c->ev_in);
+    if (c->ev_out) cudaEventDestroy(c->ev_out);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
 }

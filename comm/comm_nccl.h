@@ -21,34 +21,69 @@ typedef struct comm_nccl comm_nccl;
  * driver counts as no device, without an error. */
 int comm_nccl_available(void);
 
-/* Collective over MPI_COMM_WORLD; call after comm_init. Selects device
- * local_rank for this thread, creates the NCCL communicator of the world
+/* Collective over MPI_COMM_WORLD; call after comm_init. Selects this
+ * rank's device for this thread, creates the NCCL communicator of the world
  * (rank 0 makes the unique id, MPI broadcasts it) and the communication
- * stream. rank and world are this process's place in MPI_COMM_WORLD. Fails
- * on every rank when any rank cannot select its device ("rank R: local rank
- * L but only N GPUs visible", N = 0 without a driver); *out is then NULL. */
+ * stream. rank and world are this process's place in MPI_COMM_WORLD.
+ *
+ * The device is the local rank's: device local_rank when that many GPUs
+ * are visible, or device 0 when exactly one is (a launcher that gives each
+ * rank its own GPU through CUDA_VISIBLE_DEVICES, as Slurm's
+ * --gpus-per-task=1 does). Two ranks must never share a GPU: the ranks
+ * compare their devices' UUIDs. Fails on every rank when any rank cannot
+ * select its device ("rank R: local rank L but only N GPUs visible", N = 0
+ * without a driver) or when two ranks got the same GPU ("ranks A and B both
+ * got GPU ... on host H: more ranks on a node than GPUs"); *out is then
+ * NULL. */
 comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
                            comm_error_t err);
 
-/* Enqueues the replacement of dev_buf[0..n) on every rank by the mean over
+/* The CUDA device ordinal this rank uses (the CUDA model goes there too). */
+int comm_nccl_device(const comm_nccl *c);
+
+/* Element types of the device buffers: fp32, or bf16 (the CUDA model's
+ * gradients and working weights). The means are taken by NCCL in the
+ * buffer's type (ncclAvg). */
+typedef enum { COMM_NCCL_F32 = 0, COMM_NCCL_BF16 = 1 } comm_nccl_type;
+
+/* Enqueues the replacement of buf[0..n) on every rank by the mean over
  * ranks (in place). Returns when enqueued; comm_nccl_wait ends it. */
-comm_status comm_nccl_allreduce_mean(comm_nccl *c, float *dev_buf, size_t n,
+comm_status comm_nccl_allreduce_mean(comm_nccl *c, void *buf, size_t n, comm_nccl_type t,
                                      comm_error_t err);
 
 /* Enqueues recv[0..recv_count) = mean over ranks of
  * send[rank * recv_count .. (rank + 1) * recv_count): each rank gets the mean
- * of its own shard. send holds world * recv_count floats. */
-comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const float *send, float *recv,
-                                          size_t recv_count, comm_error_t err);
+ * of its own shard. send holds world * recv_count elements. */
+comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const void *send, void *recv,
+                                          size_t recv_count, comm_nccl_type t,
+                                          comm_error_t err);
+
+/* Uneven reduce-scatter, in place, as one NCCL group: for every rank r with
+ * counts[r] > 0, buf[displs[r] .. displs[r] + counts[r]) on rank r becomes
+ * the mean over ranks of that range; the rest of buf is left as it was. It
+ * reduces a piece of a flat buffer onto the ZeRO shards it touches
+ * (comm_zero_split gives counts and displs). */
+comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *counts,
+                                           const int *displs, comm_nccl_type t,
+                                           comm_error_t err);
 
 /* Enqueues recv[r * send_count .. (r + 1) * send_count) = send of rank r, for
- * every rank r. recv holds world * send_count floats. */
-comm_status comm_nccl_allgather(comm_nccl *c, const float *send, float *recv,
-                                size_t send_count, comm_error_t err);
+ * every rank r. recv holds world * send_count elements; send may be recv's
+ * own block (in place). */
+comm_status comm_nccl_allgather(comm_nccl *c, const void *send, void *recv, size_t send_count,
+                                comm_nccl_type t, comm_error_t err);
 
 /* Enqueues the copy of root's buf[0..n) into buf on every rank. */
-comm_status comm_nccl_broadcast(comm_nccl *c, float *buf, size_t n, int root,
+comm_status comm_nccl_broadcast(comm_nccl *c, void *buf, size_t n, comm_nccl_type t, int root,
                                 comm_error_t err);
+
+/* Orders the communication stream against a compute stream (a
+ * cudaStream_t) without blocking the host: after comm_nccl_after, the next
+ * collectives start only once the work queued on `stream` so far is done;
+ * after comm_nccl_before, the work queued on `stream` from then on starts
+ * only once the collectives enqueued so far are done. */
+comm_status comm_nccl_after(comm_nccl *c, void *stream, comm_error_t err);
+comm_status comm_nccl_before(comm_nccl *c, void *stream, comm_error_t err);
 
 /* Waits until every collective enqueued so far has finished. On an NCCL
  * async error, a CUDA error on the stream, or after timeout_s seconds
@@ -71,6 +106,36 @@ void comm_nccl_release(float *dev);
 /* The communication stream, a cudaStream_t: callers order their own streams
  * against it with events. */
 void *comm_nccl_stream(comm_nccl *c);
+
+/* ---- ZeRO stages 0 and 1 on the GPU (bucket_nccl.c) ------------------------ */
+
+/* The NCCL twin of bucket.c's gradient buckets. The CUDA model reports each
+ * unit's gradient range as final once the kernels that finish it are queued
+ * on its compute stream `stream`; the ranges come adjacent and descending
+ * (last layer first). A bucket that reaches bucket_bytes is handed to the
+ * communication stream at once, behind an event on the compute stream, so
+ * the reduction runs while backward goes on with earlier layers and the host
+ * never waits. At stage 0 a bucket is allreduced; at stage 1 it is reduced
+ * onto the shards it touches (comm_nccl_reduce_scatterv_mean), so this
+ * rank's shard [z->lo, z->hi) of grads holds the mean and the rest of grads
+ * is left as it was. Only an armed bucketer (the last micro-step's backward)
+ * reduces; bucket_bytes 0 makes one bucket of the whole buffer, reduced at
+ * finish. The bucket layout depends only on the model and the size, so the
+ * reductions are the same from step to step. */
+typedef struct comm_nccl_bucketer comm_nccl_bucketer;
+
+/* grads: the device gradient buffer of z->total elements of type t. */
+comm_status comm_nccl_bucketer_new(comm_nccl_bucketer **out, comm_nccl *c, const comm_zero *z,
+                                   void *grads, comm_nccl_type t, size_t bucket_bytes,
+                                   void *stream, comm_error_t err);
+void comm_nccl_bucketer_arm(comm_nccl_bucketer *b);
+/* Elements [lo, hi) of grads are final on the compute stream. */
+comm_status comm_nccl_bucketer_ready(comm_nccl_bucketer *b, size_t lo, size_t hi,
+                                     comm_error_t err);
+/* Enqueues the open bucket and makes the compute stream wait for every
+ * reduction; disarms. End the collectives with comm_nccl_wait. */
+comm_status comm_nccl_bucketer_finish(comm_nccl_bucketer *b, comm_error_t err);
+void comm_nccl_bucketer_free(comm_nccl_bucketer *b);
 
 /* Destroys the communicator and the stream. Call after comm_nccl_wait has
  * ended the last collective. Safe on NULL and after an abort. */

@@ -47,6 +47,7 @@ static comm_status shard(comm_zero *z, size_t total, const comm_ctx *ctx, comm_e
                  "more ranks", S);
         return COMM_ERR;
     }
+    z->shard = S;
     z->counts = calloc(P, sizeof(int));
     z->displs = calloc(P, sizeof(int));
     if (!z->counts || !z->displs) {

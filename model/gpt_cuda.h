@@ -29,6 +29,14 @@ typedef struct {
     int device;        /* CUDA device ordinal (the local rank, usually) */
     int recompute;     /* 1: keep no GELU outputs; backward recomputes them */
     uint64_t sr_seed;  /* != 0: stochastic rounding of the bf16 weights */
+    /* ZeRO-1: the fp32 master weights and the moments exist for elements
+     * [shard_lo, shard_hi) of the table only, and the update steps only
+     * those; 0, 0 means the whole table. */
+    size_t shard_lo, shard_hi;
+    /* Elements allocated for the bf16 parameters and gradients, at least
+     * the table's total (0: the total): room for an allgather of equal
+     * shards in place. The excess is zero and never read by the passes. */
+    size_t capacity;
 } gpt_cuda_opts;
 
 /* The shapes the CUDA kernels support: n_embd a multiple of 8 and a head
@@ -50,14 +58,20 @@ void gpt_cuda_free(gpt_cuda *g);
 /* The tensor table of the model (gpt.h): offsets in elements. */
 const gpt_table *gpt_cuda_table(const gpt_cuda *g);
 
-/* Master weights from host floats laid out by the table (a CPU model's
- * params), then the bf16 working copy rounded from them. Waits. */
+/* From host floats laid out by the table (a CPU model's params, whole): the
+ * bf16 working copy, rounded to nearest even, and the master weights of the
+ * shard. Waits. */
 gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err);
 
-/* Host copies, laid out by the table, for checkpoints and tests: the fp32
- * master weights, the bf16 gradients widened to float, and the AdamW
- * moments. Each waits for the stream. */
+/* Host copies, laid out by the table, for checkpoints and tests. Each waits
+ * for the stream. get_params writes the fp32 master weights of the shard
+ * into host[shard_lo, shard_hi) and leaves the rest of host alone;
+ * get_weights writes the whole bf16 working copy widened to float;
+ * get_grads the whole bf16 gradient buffer widened. The moments are the
+ * shard's: m and v hold shard_hi - shard_lo floats (like a sharded CPU
+ * model's m and v). */
 gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err);
+gpt_status gpt_cuda_get_weights(gpt_cuda *g, float *host, gpt_error_t err);
 gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err);
 gpt_status gpt_cuda_get_moments(gpt_cuda *g, float *m, float *v, gpt_error_t err);
 gpt_status gpt_cuda_set_moments(gpt_cuda *g, const float *m, const float *v, int adam_step,
@@ -84,12 +98,34 @@ gpt_status gpt_cuda_zero_grad(gpt_cuda *g, gpt_error_t err);
  * grad_scale > 0. Gradients are ADDED into the bf16 gradient buffer. */
 gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err);
 
+/* Called by gpt_cuda_backward as soon as the kernels that finish unit u's
+ * gradients (gpt.h's units: the same ranges of the same table) are queued
+ * on the model's stream: lnf, last layer .. first layer, then the
+ * embeddings. The hook may queue work on other streams behind them (the
+ * gradient reduction); non-zero stops backward with GPT_ERR_HOOK and the
+ * hook's message in err. NULL turns it off. */
+typedef int (*gpt_cuda_grads_fn)(void *ctx, int unit, gpt_error_t err);
+void gpt_cuda_set_grads_hook(gpt_cuda *g, gpt_cuda_grads_fn fn, void *ctx);
+
+/* The model's stream (a cudaStream_t) and its device buffers: the bf16
+ * parameters and gradients (opts.capacity elements each), for the
+ * collectives that move them. */
+void *gpt_cuda_stream(gpt_cuda *g);
+void *gpt_cuda_dev_params(gpt_cuda *g);
+void *gpt_cuda_dev_grads(gpt_cuda *g);
+
 /* L2 norm of the whole gradient buffer (fp64 sum of squares). Waits. */
 gpt_status gpt_cuda_grad_norm(gpt_cuda *g, float *norm, gpt_error_t err);
 
+/* Sum of squares of the gradient elements [lo, hi), in fp64 (a shard's
+ * part of the global norm). Waits. */
+gpt_status gpt_cuda_grad_sumsq(gpt_cuda *g, size_t lo, size_t hi, double *sumsq,
+                               gpt_error_t err);
+
 /* Clipping (as gpt_update: min(1, clip / (norm + 1e-6))) and one AdamW step
- * on the master weights, then the bf16 copy (stochastically rounded when
- * opts.sr_seed != 0). */
+ * on the master weights of the shard, then their bf16 copy (stochastically
+ * rounded when opts.sr_seed != 0); the rest of the bf16 copy is left for an
+ * allgather. */
 gpt_status gpt_cuda_update(gpt_cuda *g, const gpt_adamw *opt, float grad_norm,
                            gpt_error_t err);
 

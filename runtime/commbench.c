@@ -110,10 +110,12 @@ static rt_status bench_alloc(bench *b, rt_error_t err) {
 static comm_status bench_once_nccl(bench *b, size_t count, comm_error_t err) {
     size_t per = count / (size_t)b->comm.world;
     float *mine = b->dev + (size_t)b->comm.rank * per;
-    comm_status st = b->op == BENCH_ALLREDUCE ? comm_nccl_allreduce_mean(b->nc, b->dev, count, err)
-                   : b->op == BENCH_REDUCE_SCATTER
-                       ? comm_nccl_reduce_scatter_mean(b->nc, b->dev, mine, per, err)
-                       : comm_nccl_allgather(b->nc, mine, b->dev, per, err);
+    const comm_nccl_type f = COMM_NCCL_F32;
+    comm_status st = b->op == BENCH_ALLREDUCE
+                         ? comm_nccl_allreduce_mean(b->nc, b->dev, count, f, err)
+                     : b->op == BENCH_REDUCE_SCATTER
+                         ? comm_nccl_reduce_scatter_mean(b->nc, b->dev, mine, per, f, err)
+                         : comm_nccl_allgather(b->nc, mine, b->dev, per, f, err);
     return st ? st : comm_nccl_wait(b->nc, 600.0, "commbench", 0, err);
 }
 #endif

@@ -190,8 +190,9 @@ static rt_status setup(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
-    if (comm_zero_init(&tr->zero, &tr->model, o->zero, (size_t)(o->bucket_mb * 1048576.0f),
-                       &tr->comm, cerr)) {
+    /* On the GPU the buckets are NCCL's (train_gpu.c), not the host model's. */
+    size_t host_buckets = o->device_cuda ? 0 : (size_t)(o->bucket_mb * 1048576.0f);
+    if (comm_zero_init(&tr->zero, &tr->model, o->zero, host_buckets, &tr->comm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_USAGE;
     }
@@ -232,8 +233,8 @@ static rt_status forward(trainer *tr, int training, rt_error_t err) {
                                                                          : RT_ERR_USAGE;
 }
 
-static rt_status backward(trainer *tr, rt_error_t err) {
-    if (tr->gpu) return tr_gpu_backward(tr, err);
+static rt_status backward(trainer *tr, int last, rt_error_t err) {
+    if (tr->gpu) return tr_gpu_backward(tr, last, err);
     gpt_error_t gerr;
     if (gpt_backward(&tr->model, 1.0f / tr->accum, gerr) == GPT_OK) return RT_OK;
     snprintf(err, RT_ERRLEN, "%s", gerr);
@@ -295,7 +296,8 @@ static rt_status sample(trainer *tr, rt_error_t err) {
  * buckets overlap backward), so a rank that failed never meets a collective
  * the others started; otherwise once, after the last micro-step. */
 static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t err) {
-    int per_micro = tr->zero.stage >= 2, overlap = comm_zero_overlaps(&tr->zero);
+    int per_micro = tr->zero.stage >= 2;
+    int overlap = comm_zero_overlaps(&tr->zero) || tr_gpu_overlaps(tr);
     int gathers = comm_zero_gathers(&tr->zero);
     for (int k = 0; k < tr->accum; k++) {
         int last = k == tr->accum - 1, agreed = per_micro || (last && overlap);
@@ -305,7 +307,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
         if (agreed && (st = tr_agree(tr, st, err))) return st;
         if (!st) {
             if (last) comm_zero_last_backward(&tr->zero);
-            st = backward(tr, err);
+            st = backward(tr, last, err);
             *loss += tr->model.mean_loss / tr->accum;
         }
         comm_error_t cerr;
@@ -330,7 +332,7 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
                      tr->o.wd, tr->o.clip};
     comm_error_t cerr;
     if (tr->gpu) {
-        if ((st = tr_gpu_norm(tr, &norm, err))) return st;
+        if ((st = tr_gpu_reduce(tr, step + 1, &norm, err))) return st;
     } else if (comm_zero_reduce(&tr->zero, &tr->model, &norm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
@@ -338,7 +340,7 @@ static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err)
     double z;
     const char *why = tr_guard_check(&tr->guard, &tr->o, loss, norm, &z);
     if (tr->gpu) {
-        if (!why && (st = tr_gpu_update(tr, &opt, norm, err))) return st;
+        if ((st = tr_gpu_apply(tr, why ? NULL : &opt, norm, step + 1, err))) return st;
     } else if (comm_zero_apply(&tr->zero, &tr->model, why ? NULL : &opt, norm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
@@ -519,7 +521,8 @@ int rt_cmd_train(int argc, char **argv) {
         {"max-skips", RT_INT, &o->max_skips, "stop after this many skipped updates in a row "
                                              "(0: never)"},
         {"device", RT_STR, &o->device, "cpu, or cuda: train on this rank's GPU (the local "
-                                       "rank's) in bf16 with fp32 master weights"},
+                                       "rank's) in bf16 with fp32 master weights; NCCL "
+                                       "reduces gradients; --zero 0 or 1"},
         {"recompute", RT_BOOL, &o->recompute, "cuda: keep no GELU outputs, recompute them in "
                                               "backward (less memory)"},
         {"stochastic-rounding", RT_BOOL, &o->stochastic_rounding, "cuda: round the bf16 "

@@ -6,10 +6,20 @@
  * master weights, the AdamW moments and the step count back from the GPU
  * before every checkpoint and sample (tr_gpu_pull), so checkpoints are the
  * same files as a CPU run's, resumable on either device. Its activations are
- * sized for one sequence only (sampling). For now one rank, ZeRO stage 0:
- * the NCCL reduction of GPU gradients is not wired into training yet. */
+ * sized for one sequence only (sampling).
+ *
+ * Several ranks: one GPU each, chosen by comm_nccl_init. The bf16 gradients
+ * are reduced by NCCL on its own stream in buckets that start while
+ * backward still runs (comm_nccl.h). At ZeRO stage 1 the host model and the
+ * GPU keep the master weights and moments of this rank's shard only: the
+ * buckets are reduced onto the shards, each rank steps its shard and the
+ * bf16 weights are allgathered in place. Stages 2 and 3 are CPU-only. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include "train_internal.h"
+#include "comm_nccl.h"
 #include "gpt_cuda.h"
 
 static rt_status gpu_fail(gpt_status gs, const char *gerr, rt_error_t err) {
@@ -22,23 +32,81 @@ static rt_status gpu_fail(gpt_status gs, const char *gerr, rt_error_t err) {
 
 int tr_gpu_host_batch(const trainer *tr) { return tr->o.device_cuda ? 1 : tr->o.batch; }
 
+static rt_status comm_fail(const char *cerr, rt_error_t err) {
+    snprintf(err, RT_ERRLEN, "%s", cerr);
+    return RT_ERR_RUN;
+}
+
+/* The CUDA model's options: at stage 1 the shard of the host model's
+ * sharding (comm_zero), with room for the in-place allgather of equal
+ * shards. */
+static gpt_cuda_opts gpu_opts(const trainer *tr, int device) {
+    const train_opts *o = &tr->o;
+    const comm_zero *z = &tr->zero;
+    gpt_cuda_opts go = {.B = o->batch, .T = o->seq, .device = device,
+                        .recompute = o->recompute,
+                        .sr_seed = o->stochastic_rounding ? (uint64_t)o->seed : 0};
+    if (z->stage >= 1) {
+        go.shard_lo = z->lo;
+        go.shard_hi = z->hi;
+        go.capacity = (size_t)z->world * z->shard;
+    }
+    return go;
+}
+
+/* NCCL for several ranks; GPTRAIN_FORCE_NCCL=1 uses it for one rank too,
+ * so that a one-GPU machine runs the whole reduction path (tests). */
+static int use_nccl(const trainer *tr) {
+    const char *force = getenv("GPTRAIN_FORCE_NCCL");
+    return tr->comm.world > 1 || (force && strcmp(force, "1") == 0);
+}
+
+/* The CUDA model's hook: unit u's gradients are queued. */
+static int on_grads(void *ctx, int u, gpt_error_t gerr) {
+    trainer *tr = ctx;
+    size_t lo, hi;
+    comm_error_t cerr;
+    gpt_unit_range(&tr->model, u, &lo, &hi);
+    if (comm_nccl_bucketer_ready(tr->gbuckets, lo, hi, cerr) == COMM_OK) return 0;
+    snprintf(gerr, GPT_ERRLEN, "%s", cerr);
+    return 1;
+}
+
+static rt_status open_nccl(trainer *tr, rt_error_t err) {
+    comm_error_t cerr;
+    comm_ctx *c = &tr->comm;
+    if (comm_nccl_init(&tr->nccl, c->rank, c->world, c->local_rank, cerr))
+        return comm_fail(cerr, err);
+    return RT_OK;
+}
+
 rt_status tr_gpu_open(trainer *tr, rt_error_t err) {
     gpt_error_t ge;
     const train_opts *o = &tr->o;
-    if (tr->comm.world > 1 || o->zero != 0) {
-        snprintf(err, RT_ERRLEN, "--device cuda runs one rank at ZeRO stage 0 for now (this "
-                 "job: %d ranks, --zero %d): the NCCL gradient reduction is not wired into "
-                 "training yet", tr->comm.world, o->zero);
+    if (o->zero > 1) {
+        snprintf(err, RT_ERRLEN, "--device cuda trains at ZeRO stage 0 or 1, not --zero %d: "
+                 "stages 2 and 3 run on the CPU only", o->zero);
         return RT_ERR_USAGE;
     }
-    gpt_cuda_opts go = {.B = o->batch, .T = o->seq, .device = tr->comm.local_rank,
-                        .recompute = o->recompute,
-                        .sr_seed = o->stochastic_rounding ? (uint64_t)o->seed : 0};
     GTRY(gpt_cuda_check_config(&tr->cfg, ge));
     if (o->dry_run) return RT_OK; /* print_plan describes the device */
+    rt_status st = use_nccl(tr) ? open_nccl(tr, err) : RT_OK;
+    if (st) return st;
+    gpt_cuda_opts go = gpu_opts(tr, tr->nccl ? comm_nccl_device(tr->nccl) : tr->comm.local_rank);
     GTRY(gpt_cuda_create(&tr->gpu, &tr->cfg, &go, ge));
+    if (tr->nccl) {
+        comm_error_t cerr;
+        if (comm_nccl_bucketer_new(&tr->gbuckets, tr->nccl, &tr->zero,
+                                   gpt_cuda_dev_grads(tr->gpu), COMM_NCCL_BF16,
+                                   (size_t)(o->bucket_mb * 1048576.0f),
+                                   gpt_cuda_stream(tr->gpu), cerr))
+            return comm_fail(cerr, err);
+        gpt_cuda_set_grads_hook(tr->gpu, on_grads, tr);
+    }
     return tr_gpu_push(tr, err);
 }
+
+int tr_gpu_overlaps(const trainer *tr) { return tr->gbuckets != NULL; }
 
 rt_status tr_gpu_push(trainer *tr, rt_error_t err) {
     gpt_error_t ge;
@@ -48,9 +116,14 @@ rt_status tr_gpu_push(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
+/* With a shard, the bf16 weights fill in what the master weights of other
+ * ranks would: a sample then uses this rank's whole working model, and
+ * checkpoints write only the shard's range of the parameters. */
 rt_status tr_gpu_pull(trainer *tr, rt_error_t err) {
     gpt_error_t ge;
     gpt_model *m = &tr->model;
+    if (tr->zero.hi - tr->zero.lo < tr->zero.total && tr->zero.stage >= 1)
+        GTRY(gpt_cuda_get_weights(tr->gpu, m->params, ge));
     GTRY(gpt_cuda_get_params(tr->gpu, m->params, ge));
     GTRY(gpt_cuda_get_moments(tr->gpu, m->m, m->v, ge));
     m->adam_step = gpt_cuda_adam_step(tr->gpu);
@@ -66,8 +139,9 @@ rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err) {
     return RT_OK;
 }
 
-rt_status tr_gpu_backward(trainer *tr, rt_error_t err) {
+rt_status tr_gpu_backward(trainer *tr, int last, rt_error_t err) {
     gpt_error_t ge;
+    if (last && tr->gbuckets) comm_nccl_bucketer_arm(tr->gbuckets);
     GTRY(gpt_cuda_backward(tr->gpu, ge));
     return RT_OK;
 }
@@ -78,20 +152,51 @@ rt_status tr_gpu_zero_grad(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
-rt_status tr_gpu_norm(trainer *tr, float *norm, rt_error_t err) {
+/* The buckets' last reduction, the watchdog's wait for all of them, and
+ * the global norm: of the whole buffer at stage 0, of the shards summed
+ * over ranks at stage 1. */
+rt_status tr_gpu_reduce(trainer *tr, long step, float *norm, rt_error_t err) {
     gpt_error_t ge;
-    GTRY(gpt_cuda_grad_norm(tr->gpu, norm, ge));
+    comm_error_t cerr;
+    if (tr->gbuckets && (comm_nccl_bucketer_finish(tr->gbuckets, cerr) ||
+                         comm_nccl_wait(tr->nccl, tr->o.comm_timeout, "gradient reduction",
+                                        step, cerr)))
+        return comm_fail(cerr, err);
+    if (tr->zero.stage == 0) {
+        GTRY(gpt_cuda_grad_norm(tr->gpu, norm, ge));
+        return RT_OK;
+    }
+    double s = 0.0;
+    GTRY(gpt_cuda_grad_sumsq(tr->gpu, tr->zero.lo, tr->zero.hi, &s, ge));
+    *norm = (float)sqrt(comm_sum_double(s));
     return RT_OK;
 }
 
-rt_status tr_gpu_update(trainer *tr, const gpt_adamw *opt, float norm, rt_error_t err) {
+/* The update of this rank's shard, then at stage 1 the allgather of the
+ * bf16 weights: rank r's block of S elements sits at r * S already, so it is
+ * gathered in place. The host waits for it under the watchdog, since the
+ * next forward needs the weights at once. */
+rt_status tr_gpu_apply(trainer *tr, const gpt_adamw *opt, float norm, long step,
+                       rt_error_t err) {
     gpt_error_t ge;
+    if (!opt) return RT_OK; /* a skipped step leaves every rank as it was */
     GTRY(gpt_cuda_update(tr->gpu, opt, norm, ge));
+    if (tr->zero.stage == 0 || !tr->nccl) return RT_OK;
+    comm_error_t cerr;
+    comm_nccl *c = tr->nccl;
+    void *stream = gpt_cuda_stream(tr->gpu);
+    char *w = gpt_cuda_dev_params(tr->gpu);
+    size_t S = tr->zero.shard, mine = (size_t)tr->comm.rank * S * 2; /* bf16 bytes */
+    if (comm_nccl_after(c, stream, cerr) ||
+        comm_nccl_allgather(c, w + mine, w, S, COMM_NCCL_BF16, cerr) ||
+        comm_nccl_before(c, stream, cerr) ||
+        comm_nccl_wait(c, tr->o.comm_timeout, "weight allgather", step, cerr))
+        return comm_fail(cerr, err);
     return RT_OK;
 }
 
 void tr_gpu_describe(const trainer *tr, char *out, size_t len) {
-    gpt_cuda_opts go = {.B = tr->o.batch, .T = tr->o.seq, .recompute = tr->o.recompute};
+    gpt_cuda_opts go = gpu_opts(tr, tr->comm.local_rank);
     char dev[256];
     gpt_cuda_describe(tr->comm.local_rank, dev, sizeof dev);
     snprintf(out, len, "%s; the model needs %.2f GiB of device memory", dev,
@@ -99,6 +204,10 @@ void tr_gpu_describe(const trainer *tr, char *out, size_t len) {
 }
 
 void tr_gpu_close(trainer *tr) {
+    comm_nccl_bucketer_free(tr->gbuckets);
     gpt_cuda_free(tr->gpu);
+    comm_nccl_free(tr->nccl);
+    tr->gbuckets = NULL;
     tr->gpu = NULL;
+    tr->nccl = NULL;
 }

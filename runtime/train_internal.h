@@ -70,6 +70,8 @@ typedef struct {
     char *config_toml;     /* the effective config (config.c), for checkpoints */
     int skips_in_row, skips_total;
     struct gpt_cuda *gpu;  /* --device cuda's model (train_gpu.c), or NULL */
+    struct comm_nccl *nccl; /* ... its NCCL communicator (several ranks), or NULL */
+    struct comm_nccl_bucketer *gbuckets; /* ... its gradient buckets, or NULL */
 } trainer;
 
 /* Seconds on a monotonic clock. */
@@ -124,17 +126,24 @@ void tr_link_model(trainer *tr, int step);
  * tr_gpu_open creates the GPU model from it, tr_gpu_pull brings the GPU's
  * state back into it (before saves and samples), tr_gpu_push sends it over
  * (after a resume). The rest are the GPU's halves of the step; forward's
- * loss lands in tr->model.mean_loss as on the CPU. tr_gpu_host_batch is the
- * micro-batch the CPU model is sized for (1 when the GPU trains). */
+ * loss lands in tr->model.mean_loss as on the CPU; backward arms the
+ * gradient buckets on the last micro-step (last = 1); tr_gpu_reduce ends
+ * the reduction and sets the global norm; tr_gpu_apply steps (opt NULL:
+ * skips) and, at ZeRO stage 1, allgathers the weights. tr_gpu_overlaps is 1
+ * when the last backward starts collectives (the ranks must agree before
+ * it). tr_gpu_host_batch is the micro-batch the CPU model is sized for (1
+ * when the GPU trains). */
 int tr_gpu_host_batch(const trainer *tr);
 rt_status tr_gpu_open(trainer *tr, rt_error_t err);
 rt_status tr_gpu_push(trainer *tr, rt_error_t err);
 rt_status tr_gpu_pull(trainer *tr, rt_error_t err);
 rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err);
-rt_status tr_gpu_backward(trainer *tr, rt_error_t err);
+rt_status tr_gpu_backward(trainer *tr, int last, rt_error_t err);
 rt_status tr_gpu_zero_grad(trainer *tr, rt_error_t err);
-rt_status tr_gpu_norm(trainer *tr, float *norm, rt_error_t err);
-rt_status tr_gpu_update(trainer *tr, const gpt_adamw *opt, float norm, rt_error_t err);
+rt_status tr_gpu_reduce(trainer *tr, long step, float *norm, rt_error_t err);
+rt_status tr_gpu_apply(trainer *tr, const gpt_adamw *opt, float norm, long step,
+                       rt_error_t err);
+int tr_gpu_overlaps(const trainer *tr);
 void tr_gpu_describe(const trainer *tr, char *out, size_t len);
 void tr_gpu_close(trainer *tr);
 

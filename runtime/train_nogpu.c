@@ -23,14 +23,18 @@ rt_status tr_gpu_pull(trainer *tr, rt_error_t err) { (void)tr; return unreachabl
 rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err) {
     (void)tr; (void)training; return unreachable(err);
 }
-rt_status tr_gpu_backward(trainer *tr, rt_error_t err) { (void)tr; return unreachable(err); }
+rt_status tr_gpu_backward(trainer *tr, int last, rt_error_t err) {
+    (void)tr; (void)last; return unreachable(err);
+}
 rt_status tr_gpu_zero_grad(trainer *tr, rt_error_t err) { (void)tr; return unreachable(err); }
-rt_status tr_gpu_norm(trainer *tr, float *norm, rt_error_t err) {
-    (void)tr; (void)norm; return unreachable(err);
+rt_status tr_gpu_reduce(trainer *tr, long step, float *norm, rt_error_t err) {
+    (void)tr; (void)step; (void)norm; return unreachable(err);
 }
-rt_status tr_gpu_update(trainer *tr, const gpt_adamw *opt, float norm, rt_error_t err) {
-    (void)tr; (void)opt; (void)norm; return unreachable(err);
+rt_status tr_gpu_apply(trainer *tr, const gpt_adamw *opt, float norm, long step,
+                       rt_error_t err) {
+    (void)tr; (void)opt; (void)norm; (void)step; return unreachable(err);
 }
+int tr_gpu_overlaps(const trainer *tr) { (void)tr; return 0; }
 void tr_gpu_describe(const trainer *tr, char *out, size_t len) {
     (void)tr;
     snprintf(out, len, "no CUDA in this build");

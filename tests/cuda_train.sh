@@ -1,9 +1,14 @@
 # cuda_train.sh: `gptrain train --device cuda` end to end, on a GPU: the GPU
 # loss curve follows the CPU one within bf16 noise over 120 steps of the
 # same data and weights; runs repeat bit for bit; a GPU checkpoint resumes
-# on the CPU and a CPU checkpoint on the GPU; --recompute runs; unsupported
-# shapes and a missing device are one-line errors. Without a GPU only the
-# errors are checked and the test exits 77 (ctest: Skipped).
+# on the CPU and a CPU checkpoint on the GPU; --recompute runs; the NCCL
+# path (forced on for one rank: buckets on the communication stream, ZeRO-1's
+# shard, the weights' allgather) gives the same bits as the plain run; two
+# ranks on one GPU are refused, and on two GPUs follow the one-rank curve;
+# unsupported shapes and stages and a missing device are one-line errors;
+# a two-rank dry run at ZeRO 1 needs less device memory than at ZeRO 0.
+# Without a GPU only the errors and the dry runs are checked and the test
+# exits 77 (ctest: Skipped).
 # usage: cuda_train.sh GPTRAIN
 . "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=2
@@ -15,6 +20,20 @@ out=$("$GPTRAIN" train $common --run-dir "$tmp/x" --device cuda --heads 4 2>&1) 
     fail "head size 32 accepted on the GPU"
 echo "$out" | grep -q "head size (channels / heads) of 64 or 128, not 128 / 4 = 32" ||
     fail "unsupported shape message: $out"
+pass
+out=$("$GPTRAIN" train $common --run-dir "$tmp/x" --device cuda --zero 2 2>&1) &&
+    fail "--zero 2 accepted on the GPU"
+echo "$out" | grep -q "trains at ZeRO stage 0 or 1, not --zero 2" || fail "stage message: $out"
+pass
+[ -n "${MPIEXEC:-}" ] || fail "MPIEXEC is not set"
+gib() { # gib ZERO: the device memory a two-rank dry run of GPT-2 124M reports
+    timeout 120 "$MPIEXEC" -np 2 --oversubscribe --bind-to none "$GPTRAIN" train $common \
+        --model gpt2-124M --batch 1 --run-dir "$tmp/x" --device cuda --dry-run --zero "$1" |
+        sed -n 's/.*the model needs \([0-9.]*\) GiB.*/\1/p'
+}
+g0=$(gib 0) g1=$(gib 1)
+awk -v a="$g0" -v b="$g1" 'BEGIN { exit !(a > 0 && b > 0 && b < a - 0.3) }' ||
+    fail "two ranks need ${g1:-?} GiB each at ZeRO 1, ${g0:-?} GiB at ZeRO 0"
 pass
 if "$GPTRAIN" train $common --run-dir "$tmp/x" --device cuda --dry-run | grep -q "no CUDA device"; then
     out=$("$GPTRAIN" train $common --run-dir "$tmp/x" --device cuda --steps 1 2>&1) &&
@@ -56,4 +75,34 @@ done
 "$GPTRAIN" train $common --steps 20 --run-dir "$tmp/rec" --device cuda --recompute \
     --stochastic-rounding || fail "--recompute --stochastic-rounding"
 pass
+
+# The NCCL path on one rank: a mean over one rank is exact, so buckets of
+# 64 KB (ZeRO 0) and the shard with its allgather (ZeRO 1) change no bit.
+for z in 0 1; do
+    GPTRAIN_FORCE_NCCL=1 "$GPTRAIN" train $common --steps 120 --run-dir "$tmp/nccl$z" \
+        --device cuda --zero $z --bucket-mb 0.0625 || fail "forced NCCL, --zero $z"
+    cmp -s <(losses "$tmp/gpu/metrics.jsonl") <(losses "$tmp/nccl$z/metrics.jsonl") ||
+        fail "forced NCCL at --zero $z changed the losses"
+    pass
+done
+mpi2() { timeout 300 "$MPIEXEC" -np 2 --oversubscribe --bind-to none "$GPTRAIN" train "$@"; }
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "$gpus" -eq 1 ]; then
+    out=$(mpi2 $common --steps 2 --run-dir "$tmp/two" --device cuda 2>&1) &&
+        fail "two ranks shared one GPU"
+    echo "$out" | grep -q "ranks 0 and 1 both got GPU 0" || fail "shared-GPU message: $out"
+    pass
+else
+    # Two ranks at batch 4 see the same 8 sequences per step as one at 8.
+    for z in 0 1; do
+        mpi2 $common --batch 4 --steps 120 --run-dir "$tmp/two$z" --device cuda --zero $z ||
+            fail "two GPUs, --zero $z"
+        paste <(losses "$tmp/gpu/metrics.jsonl" | sed 's/.*"loss"://') \
+              <(losses "$tmp/two$z/metrics.jsonl" | sed 's/.*"loss"://') |
+            awk '{ d = $2 - $1; if (d < 0) d = -d; if (d > 0.03 * $1) bad++ }
+                 END { exit bad > 0 || NR != 120 }' ||
+            fail "two GPUs at --zero $z left the one-GPU curve by more than 3%"
+        pass
+    done
+fi
 echo "cuda_train: $checks checks passed"

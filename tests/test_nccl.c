@@ -3,9 +3,11 @@
  * Needs a GPU: without one every GPU test is skipped and the program exits
  * 77, which ctest reports as skipped rather than passed, so a machine without
  * a GPU never claims to have checked NCCL. The one test that runs everywhere
- * is the clean failure of init when no GPU is visible. Run as a one-rank MPI
- * world the collectives are identities; the expected values are written for
- * any world size, so `mpirun -np 2` on a two-GPU node checks real means. */
+ * is the clean failure of init when no GPU is visible. The bf16 collectives
+ * and the GPU gradient buckets (ZeRO stages 0 and 1) are checked the same
+ * way. Run as a one-rank MPI world the collectives are identities; the
+ * expected values are written for any world size, so `mpirun -np 2` on a
+ * two-GPU node checks real means. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -96,11 +98,26 @@ static void test_init_fails_without_gpu(void **state) {
     assert_string_equal(err, want);
 }
 
+/* With one GPU visible every local rank gets it (a launcher that gives
+ * each rank its own GPU). Ranks that then share it are refused: that is
+ * tests/cuda_train.sh's check, since two ranks on one GPU cannot set up
+ * this program's communicator in the first place. */
+static void test_init_one_visible_gpu(void **state) {
+    (void)state;
+    int count = 0;
+    if (!g_gpu || g_world != 1 || cudaGetDeviceCount(&count) != cudaSuccess || count != 1)
+        skip();
+    comm_nccl *c = NULL;
+    comm_error_t err = "";
+    if (comm_nccl_init(&c, g_rank, g_world, g_local_rank + 3, err)) fail_msg("%s", err);
+    assert_int_equal(comm_nccl_device(c), 0);
+    comm_nccl_free(c);
+}
+
 static void test_init_bad_local_rank(void **state) {
     (void)state;
-    if (!g_gpu) skip();
     int count = 0;
-    assert_int_equal(cudaGetDeviceCount(&count), cudaSuccess);
+    if (!g_gpu || cudaGetDeviceCount(&count) != cudaSuccess || count < 2) skip();
     comm_nccl *c = NULL;
     comm_error_t err = "";
     assert_int_equal(comm_nccl_init(&c, g_rank, g_world, count, err), COMM_ERR);
@@ -117,7 +134,7 @@ static void test_allreduce_mean(void **state) {
     float *h = filled(N, 0);
     float *d = upload(h, N);
     comm_error_t err = "";
-    if (comm_nccl_allreduce_mean(g_nccl, d, N, err) != COMM_OK) fail_msg("%s", err);
+    if (comm_nccl_allreduce_mean(g_nccl, d, N, COMM_NCCL_F32, err)) fail_msg("%s", err);
     wait_ok("allreduce");
     download(h, d, N);
     for (size_t i = 0; i < N; i++) assert_close(h[i], mean_value(i), i);
@@ -132,7 +149,7 @@ static void test_reduce_scatter_mean(void **state) {
     float *send = upload(h, (size_t)g_world * N);
     float *recv = upload(h, N); /* contents overwritten */
     comm_error_t err = "";
-    if (comm_nccl_reduce_scatter_mean(g_nccl, send, recv, N, err) != COMM_OK)
+    if (comm_nccl_reduce_scatter_mean(g_nccl, send, recv, N, COMM_NCCL_F32, err) != COMM_OK)
         fail_msg("%s", err);
     wait_ok("reduce_scatter");
     download(h, recv, N);
@@ -152,7 +169,7 @@ static void test_allgather(void **state) {
     float *recv = upload(h, total);
     memset(h, 0, total * sizeof *h);
     comm_error_t err = "";
-    if (comm_nccl_allgather(g_nccl, send, recv, N, err) != COMM_OK) fail_msg("%s", err);
+    if (comm_nccl_allgather(g_nccl, send, recv, N, COMM_NCCL_F32, err)) fail_msg("%s", err);
     wait_ok("allgather");
     download(h, recv, total);
     for (size_t i = 0; i < total; i++) assert_close(h[i], value((int)(i / N), i % N), i);
@@ -167,12 +184,172 @@ static void test_broadcast(void **state) {
     float *h = filled(N, 0);
     float *d = upload(h, N);
     comm_error_t err = "";
-    if (comm_nccl_broadcast(g_nccl, d, N, 0, err) != COMM_OK) fail_msg("%s", err);
+    if (comm_nccl_broadcast(g_nccl, d, N, COMM_NCCL_F32, 0, err) != COMM_OK) fail_msg("%s", err);
     wait_ok("broadcast");
     download(h, d, N);
     for (size_t i = 0; i < N; i++) assert_close(h[i], value(0, i), i);
     cudaFree(d);
     free(h);
+}
+
+/* ---- bf16 and the GPU gradient buckets ----------------------------------- */
+
+/* Small integers and their means over a few ranks are exact in bf16, whose
+ * bits are then the float's top half. */
+static float small(int r, size_t i) { return (float)(i % 7 + 1) * (float)(r + 1); }
+
+static float small_mean(size_t i) {
+    return (float)(i % 7 + 1) * (float)(g_world + 1) / 2.0f;
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(u >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* n bf16 values small(rank, i) on the device. */
+static uint16_t *bf16_filled(size_t n) {
+    uint16_t *h = malloc(n * sizeof *h), *d = NULL;
+    assert_non_null(h);
+    for (size_t i = 0; i < n; i++) h[i] = to_bf16(small(g_rank, i));
+    assert_int_equal(cudaMalloc((void **)&d, n * sizeof *d), cudaSuccess);
+    assert_int_equal(cudaMemcpy(d, h, n * sizeof *d, cudaMemcpyHostToDevice), cudaSuccess);
+    free(h);
+    return d;
+}
+
+static float *bf16_download(const uint16_t *d, size_t n) {
+    uint16_t *h = malloc(n * sizeof *h);
+    float *f = malloc(n * sizeof *f);
+    assert_true(h && f);
+    assert_int_equal(cudaMemcpy(h, d, n * sizeof *h, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t i = 0; i < n; i++) f[i] = from_bf16(h[i]);
+    free(h);
+    return f;
+}
+
+static void test_bf16_allreduce_mean(void **state) {
+    (void)state;
+    if (!g_gpu) skip();
+    uint16_t *d = bf16_filled(N);
+    comm_error_t err = "";
+    if (comm_nccl_allreduce_mean(g_nccl, d, N, COMM_NCCL_BF16, err)) fail_msg("%s", err);
+    wait_ok("allreduce bf16");
+    float *h = bf16_download(d, N);
+    for (size_t i = 0; i < N; i++) assert_close(h[i], small_mean(i), i);
+    cudaFree(d);
+    free(h);
+}
+
+/* Uneven ranges with gaps: each rank's own range holds the mean, the rest
+ * of its buffer its own values. */
+static void test_reduce_scatterv(void **state) {
+    (void)state;
+    if (!g_gpu) skip();
+    size_t total = (size_t)g_world * N;
+    int *counts = calloc((size_t)g_world, sizeof(int)), *displs = calloc((size_t)g_world,
+                                                                         sizeof(int));
+    assert_true(counts && displs);
+    for (int r = 0; r < g_world; r++) {
+        counts[r] = N - 10 * (r + 1);
+        displs[r] = r * N + 5;
+    }
+    uint16_t *d = bf16_filled(total);
+    comm_error_t err = "";
+    if (comm_nccl_reduce_scatterv_mean(g_nccl, d, counts, displs, COMM_NCCL_BF16, err))
+        fail_msg("%s", err);
+    wait_ok("reduce_scatterv");
+    float *h = bf16_download(d, total);
+    size_t lo = (size_t)displs[g_rank], hi = lo + (size_t)counts[g_rank];
+    for (size_t i = 0; i < total; i++)
+        assert_close(h[i], i >= lo && i < hi ? small_mean(i) : small(g_rank, i), i);
+    cudaFree(d);
+    free(h);
+    free(counts);
+    free(displs);
+}
+
+/* ZeRO-1's weights: rank r's block of S sits at r * S and is gathered in
+ * place. */
+static void test_bf16_allgather_in_place(void **state) {
+    (void)state;
+    if (!g_gpu) skip();
+    size_t S = N, total = (size_t)g_world * S;
+    uint16_t *d = bf16_filled(total);
+    comm_error_t err = "";
+    if (comm_nccl_allgather(g_nccl, d + (size_t)g_rank * S, d, S, COMM_NCCL_BF16, err))
+        fail_msg("%s", err);
+    wait_ok("allgather bf16");
+    float *h = bf16_download(d, total);
+    /* Every rank filled its whole buffer with small(own rank, i). */
+    for (size_t i = 0; i < total; i++) assert_close(h[i], small((int)(i / S), i), i);
+    cudaFree(d);
+    free(h);
+}
+
+/* The buckets at stages 0 and 1: ranges reported descending from a compute
+ * stream, in 100-element buckets, over shards cut as comm_zero cuts them. */
+static void bucket_round(int stage) {
+    size_t total = 1000, S = ((total + g_world - 1) / g_world + 15) / 16 * 16;
+    comm_zero z = {.stage = stage, .rank = g_rank, .world = g_world, .total = total,
+                   .shard = S};
+    z.counts = calloc((size_t)g_world, sizeof(int));
+    z.displs = calloc((size_t)g_world, sizeof(int));
+    assert_true(z.counts && z.displs);
+    for (int r = 0; r < g_world; r++) {
+        size_t lo = r * S < total ? r * S : total, hi = lo + S < total ? lo + S : total;
+        z.counts[r] = (int)(hi - lo);
+        z.displs[r] = (int)lo;
+        if (r == g_rank) {
+            z.lo = lo;
+            z.hi = hi;
+        }
+    }
+    uint16_t *d = bf16_filled(total);
+    cudaStream_t compute;
+    assert_int_equal(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking), cudaSuccess);
+    comm_nccl_bucketer *b = NULL;
+    comm_error_t err = "";
+    if (comm_nccl_bucketer_new(&b, g_nccl, &z, d, COMM_NCCL_BF16, 200, compute, err))
+        fail_msg("%s", err);
+    comm_nccl_bucketer_arm(b);
+    static const size_t cuts[] = {1000, 900, 700, 650, 0};
+    for (int k = 0; k + 1 < 5; k++)
+        if (comm_nccl_bucketer_ready(b, cuts[k + 1], cuts[k], err)) fail_msg("%s", err);
+    if (comm_nccl_bucketer_finish(b, err)) fail_msg("%s", err);
+    wait_ok("buckets");
+    assert_int_equal(cudaStreamSynchronize(compute), cudaSuccess);
+    float *h = bf16_download(d, total);
+    for (size_t i = 0; i < total; i++) {
+        int mine = stage == 0 || (i >= z.lo && i < z.hi);
+        assert_close(h[i], mine ? small_mean(i) : small(g_rank, i), i);
+    }
+    comm_nccl_bucketer_free(b);
+    cudaStreamDestroy(compute);
+    cudaFree(d);
+    free(h);
+    free(z.counts);
+    free(z.displs);
+}
+
+static void test_buckets_stage0(void **state) {
+    (void)state;
+    if (!g_gpu) skip();
+    bucket_round(0);
+}
+
+static void test_buckets_stage1(void **state) {
+    (void)state;
+    if (!g_gpu) skip();
+    bucket_round(1);
 }
 
 /* The rank's index on its node, as comm_init finds it. */
@@ -193,11 +370,17 @@ int main(void) {
     g_gpu = comm_nccl_available();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_fails_without_gpu),
+        cmocka_unit_test(test_init_one_visible_gpu),
         cmocka_unit_test(test_init_bad_local_rank),
         cmocka_unit_test(test_allreduce_mean),
         cmocka_unit_test(test_reduce_scatter_mean),
         cmocka_unit_test(test_allgather),
         cmocka_unit_test(test_broadcast),
+        cmocka_unit_test(test_bf16_allreduce_mean),
+        cmocka_unit_test(test_reduce_scatterv),
+        cmocka_unit_test(test_bf16_allgather_in_place),
+        cmocka_unit_test(test_buckets_stage0),
+        cmocka_unit_test(test_buckets_stage1),
     };
     int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
     MPI_Finalize();

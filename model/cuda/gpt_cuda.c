@@ -56,32 +56,52 @@ gpt_cuda_sizes gpt_cuda_acts_layout(gpt_cuda_acts *a, void *const blocks[3],
 }
 #undef TAKE
 
+/* The shard and the capacity that opts ask for, over a table of total
+ * elements; 0 when they do not fit it. */
+static int resolve_shard(const gpt_cuda_opts *o, size_t total, size_t *lo, size_t *hi,
+                         size_t *cap) {
+    *lo = o->shard_lo;
+    *hi = o->shard_lo == 0 && o->shard_hi == 0 ? total : o->shard_hi;
+    *cap = o->capacity > total ? o->capacity : total;
+    return *lo <= *hi && *hi <= total;
+}
+
 size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
     gpt_config c = *cfg;
     gpt_error_t err;
     gpt_table tab;
     if (gpt_config_finish(&c, err) || gpt_table_build(&tab, &c, err)) return 0;
-    size_t total = tab.total;
+    size_t lo, hi, cap, total = tab.total;
     gpt_table_free(&tab);
+    if (!resolve_shard(o, total, &lo, &hi, &cap)) return 0;
     gpt_cuda_acts a;
     gpt_cuda_sizes s = gpt_cuda_acts_layout(&a, NULL, &c, o->B, o->T, o->recompute);
-    return total * (2 * sizeof(gpt_bf16) + 3 * sizeof(float)) + s.bf16 * sizeof(gpt_bf16) +
+    return cap * 2 * sizeof(gpt_bf16) + (hi - lo) * 3 * sizeof(float) +
+           s.bf16 * sizeof(gpt_bf16) +
            s.f32 * sizeof(float) + s.ints * sizeof(int) +
            gpt_cu_scratch_floats(c.n_embd) * sizeof(float) + ((size_t)32 << 20);
 }
 
 const gpt_table *gpt_cuda_table(const gpt_cuda *g) { return &g->table; }
+void *gpt_cuda_stream(gpt_cuda *g) { return (void *)g->ctx.stream; }
+void *gpt_cuda_dev_params(gpt_cuda *g) { return g->params; }
+void *gpt_cuda_dev_grads(gpt_cuda *g) { return g->grads; }
+
+void gpt_cuda_set_grads_hook(gpt_cuda *g, gpt_cuda_grads_fn fn, void *ctx) {
+    g->hook = fn;
+    g->hook_ctx = ctx;
+}
 int gpt_cuda_adam_step(const gpt_cuda *g) { return g->adam_step; }
 
 /* Every device and pinned allocation of the model, zeroed. */
 static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
-    size_t n = g->table.total, BT = (size_t)g->o.B * g->o.T;
+    size_t n = g->hi - g->lo + 1, cap = g->cap, BT = (size_t)g->o.B * g->o.T;
     gpt_cuda_sizes s = gpt_cuda_acts_layout(&g->a, NULL, &g->cfg, g->o.B, g->o.T,
                                             g->o.recompute);
     size_t bytes[3] = {s.bf16 * sizeof(gpt_bf16), s.f32 * sizeof(float), s.ints * sizeof(int)};
     void **dev[5] = {(void **)&g->params, (void **)&g->grads, (void **)&g->master,
                      (void **)&g->m, (void **)&g->v};
-    size_t dev_bytes[5] = {n * 2, n * 2, n * 4, n * 4, n * 4};
+    size_t dev_bytes[5] = {cap * 2, cap * 2, n * 4, n * 4, n * 4};
     for (int i = 0; i < 5; i++) {
         CUDA_TRY(cudaMalloc(dev[i], dev_bytes[i]), "allocating the model's weights");
         CUDA_TRY(cudaMemset(*dev[i], 0, dev_bytes[i]), "cudaMemset");
@@ -130,6 +150,11 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
         st = GPT_ERR_CONFIG;
     }
     if (!st) st = gpt_table_build(&g->table, &g->cfg, err);
+    if (!st && !resolve_shard(o, g->table.total, &g->lo, &g->hi, &g->cap)) {
+        snprintf(err, GPT_ERRLEN, "shard [%zu, %zu) is not inside the model's %zu parameters",
+                 o->shard_lo, o->shard_hi, g->table.total);
+        st = GPT_ERR_CONFIG;
+    }
     if (!st) {
         cudaError_t e = cudaSetDevice(o->device);
         if (e != cudaSuccess) {
@@ -163,13 +188,22 @@ void gpt_cuda_free(gpt_cuda *g) {
     free(g);
 }
 
+/* The bf16 copy is rounded on the host: the master weights on the device
+ * may be only a shard, and the conversion runs once per run or resume. */
 gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err) {
     size_t n = g->table.total;
-    CUDA_TRY(cudaMemcpyAsync(g->master, host, n * sizeof(float), cudaMemcpyHostToDevice,
-                             g->ctx.stream), "uploading the weights");
-    gpt_status st = gpt_cu_to_bf16(&g->ctx, g->params, g->master, n, err);
-    if (st) return st;
-    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "uploading the weights");
+    gpt_bf16 *h = malloc((n ? n : 1) * sizeof(*h));
+    if (!h) {
+        snprintf(err, GPT_ERRLEN, "out of host memory");
+        return GPT_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) h[i] = gpt_bf16_from_float(host[i]);
+    cudaError_t e = cudaStreamSynchronize(g->ctx.stream);
+    if (e == cudaSuccess) e = cudaMemcpy(g->params, h, n * sizeof(*h), cudaMemcpyHostToDevice);
+    free(h);
+    CUDA_TRY(e, "uploading the weights");
+    CUDA_TRY(cudaMemcpy(g->master, host + g->lo, (g->hi - g->lo) * sizeof(float),
+                        cudaMemcpyHostToDevice), "uploading the weights");
     return GPT_OK;
 }
 
@@ -196,8 +230,12 @@ static gpt_status fetch_bf16(gpt_cuda *g, float *host, const gpt_bf16 *dev, size
 }
 
 gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err) {
-    return fetch(g, host, g->master, g->table.total * sizeof(float), "downloading the weights",
-                 err);
+    return fetch(g, host + g->lo, g->master, (g->hi - g->lo) * sizeof(float),
+                 "downloading the weights", err);
+}
+
+gpt_status gpt_cuda_get_weights(gpt_cuda *g, float *host, gpt_error_t err) {
+    return fetch_bf16(g, host, g->params, g->table.total, "downloading the weights", err);
 }
 
 gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err) {
@@ -216,14 +254,14 @@ gpt_status gpt_cuda_get_logits(gpt_cuda *g, float *host, gpt_error_t err) {
 }
 
 gpt_status gpt_cuda_get_moments(gpt_cuda *g, float *m, float *v, gpt_error_t err) {
-    size_t bytes = g->table.total * sizeof(float);
+    size_t bytes = (g->hi - g->lo) * sizeof(float);
     gpt_status st = fetch(g, m, g->m, bytes, "downloading the AdamW moments", err);
     return st ? st : fetch(g, v, g->v, bytes, "downloading the AdamW moments", err);
 }
 
 gpt_status gpt_cuda_set_moments(gpt_cuda *g, const float *m, const float *v, int adam_step,
                                 gpt_error_t err) {
-    size_t bytes = g->table.total * sizeof(float);
+    size_t bytes = (g->hi - g->lo) * sizeof(float);
     /* On the model's stream, so the next update sees them; then wait, since
      * the host buffers are the caller's. */
     CUDA_TRY(cudaMemcpyAsync(g->m, m, bytes, cudaMemcpyHostToDevice, g->ctx.stream),

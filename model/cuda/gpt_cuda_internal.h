@@ -45,8 +45,11 @@ struct gpt_cuda {
     gpt_table table;
     gpt_cuda_opts o;
     gpt_cu_ctx ctx;
-    gpt_bf16 *params, *grads; /* table.total each */
-    float *master, *m, *v;    /* table.total each */
+    gpt_bf16 *params, *grads; /* cap each: the table, then zero padding */
+    float *master, *m, *v;    /* hi - lo each: the shard [lo, hi) */
+    size_t lo, hi, cap;       /* resolved from opts */
+    gpt_cuda_grads_fn hook;   /* gpt_cuda_set_grads_hook */
+    void *hook_ctx;
     gpt_cuda_acts a;
     void *blocks[3];          /* the device allocations behind a: bf16, fp32, int */
     /* Pinned host staging for the uploads and the losses. */

@@ -159,6 +159,11 @@ static gpt_status block_backward(gpt_cuda *g, int l, const gpt_bf16 *resid_in,
                                      a->ln1_rstd + os, BT, C, err);
 }
 
+/* Unit u's gradients are queued: tell the hook (the gradient reduction). */
+static gpt_status grads_ready(gpt_cuda *g, int u, gpt_error_t err) {
+    return g->hook && g->hook(g->hook_ctx, u, err) ? GPT_ERR_HOOK : GPT_OK;
+}
+
 gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err) {
     const gpt_config *c = &g->cfg;
     gpt_cuda_acts *a = &g->a;
@@ -177,20 +182,34 @@ gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err) {
     TRY(gpt_cu_layernorm_backward(&g->ctx, a->dres, G(g, GPT_T_LNF_W(c)), G(g, GPT_T_LNF_B(c)),
                                   a->dln, last, P(g, GPT_T_LNF_W(c)), a->lnf_mean, a->lnf_rstd,
                                   BT, C, err));
+    TRY(grads_ready(g, GPT_UNIT_LNF(c), err));
     for (int l = L - 1; l >= 0; l--) {
         const gpt_bf16 *resid_in = l > 0 ? a->resid3 + (size_t)(l - 1) * BT * C : a->encoded;
         TRY(block_backward(g, l, resid_in, err));
+        TRY(grads_ready(g, GPT_UNIT_LAYER(l), err));
     }
-    return gpt_cu_encoder_backward(&g->ctx, G(g, GPT_T_WTE), G(g, GPT_T_WPE), a->dres,
-                                   &g->dplan, B, T, C, err);
+    TRY(gpt_cu_encoder_backward(&g->ctx, G(g, GPT_T_WTE), G(g, GPT_T_WPE), a->dres, &g->dplan,
+                                B, T, C, err));
+    return grads_ready(g, GPT_UNIT_EMB, err);
+}
+
+gpt_status gpt_cuda_grad_sumsq(gpt_cuda *g, size_t lo, size_t hi, double *sumsq,
+                               gpt_error_t err) {
+    if (lo > hi || hi > g->table.total) {
+        snprintf(err, GPT_ERRLEN, "gradient range [%zu, %zu) outside the model's %zu", lo, hi,
+                 g->table.total);
+        return GPT_ERR_CONFIG;
+    }
+    TRY(gpt_cu_sumsq(&g->ctx, g->a.sumsq, g->grads + lo, hi - lo, err));
+    CUDA_TRY(cudaMemcpyAsync(sumsq, g->a.sumsq, sizeof(*sumsq), cudaMemcpyDeviceToHost,
+                             g->ctx.stream), "gradient norm");
+    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "gradient norm");
+    return GPT_OK;
 }
 
 gpt_status gpt_cuda_grad_norm(gpt_cuda *g, float *norm, gpt_error_t err) {
-    TRY(gpt_cu_sumsq(&g->ctx, g->a.sumsq, g->grads, g->table.total, err));
     double s = 0.0;
-    CUDA_TRY(cudaMemcpyAsync(&s, g->a.sumsq, sizeof(s), cudaMemcpyDeviceToHost, g->ctx.stream),
-             "gradient norm");
-    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "gradient norm");
+    TRY(gpt_cuda_grad_sumsq(g, 0, g->table.total, &s, err));
     *norm = (float)sqrt(s);
     return GPT_OK;
 }
@@ -203,13 +222,18 @@ gpt_status gpt_cuda_update(gpt_cuda *g, const gpt_adamw *opt, float grad_norm,
         scale = coef < 1.0f ? coef : 1.0f;
     }
     g->adam_step++;
-    /* Tensor by tensor, for the per-tensor weight decay; alignment gaps
-     * are never touched, as on the CPU. */
+    /* Tensor by tensor (the part inside the shard), for the per-tensor
+     * weight decay; alignment gaps are never touched, as on the CPU. The
+     * rounding's index is the element's place in the table, so a shard
+     * rounds exactly as the whole model would. */
     for (int i = 0; i < g->table.count; i++) {
         const gpt_tensor *t = &g->table.t[i];
-        size_t o = t->offset;
-        TRY(gpt_cu_adamw(&g->ctx, g->params + o, g->master + o, g->grads + o, g->m + o,
-                         g->v + o, t->numel, o, g->adam_step, opt->lr, opt->beta1, opt->beta2,
+        size_t a = t->offset > g->lo ? t->offset : g->lo;
+        size_t b = t->offset + t->numel < g->hi ? t->offset + t->numel : g->hi;
+        if (a >= b) continue;
+        size_t s = a - g->lo; /* the shard's arrays start at lo */
+        TRY(gpt_cu_adamw(&g->ctx, g->params + a, g->master + s, g->grads + a, g->m + s,
+                         g->v + s, b - a, a, g->adam_step, opt->lr, opt->beta1, opt->beta2,
                          opt->eps, t->decay ? opt->weight_decay : 0.0f, scale, g->o.sr_seed,
                          err));
     }

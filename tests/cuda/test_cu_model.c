@@ -4,7 +4,8 @@
  * weights must agree within bf16 tolerance (relative error by norm <= 1e-2,
  * as the CUDA issue asks of the fixture), over several steps and over a
  * short training run. Also: runs repeat bit for bit, --recompute and
- * stochastic rounding stay within tolerance, bad tokens are refused.
+ * stochastic rounding stay within tolerance, a ZeRO-1 shard steps exactly
+ * as the whole model does on its range, bad tokens are refused.
  * Exits 77 (Skipped) without a GPU. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -204,6 +205,61 @@ static void test_runs_repeat_bitwise(void **state) {
     free(a); free(b); free(r); free(s1); free(s2);
 }
 
+/* A model that keeps master weights and moments for [lo, hi) only (cut
+ * inside tensors) takes the same step there, bit for bit, as the whole
+ * model, stochastic rounding included; its other bf16 weights stay as they
+ * were (an allgather's job), and get_params leaves the host outside alone. */
+static void test_shard_steps_like_whole(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 5);
+    size_t n = p.cpu.table.total, lo = n / 3 + 5, hi = 2 * n / 3 + 3;
+    gpt_cuda *sh = NULL;
+    gpt_error_t err = "";
+    gpt_cuda_opts o = {.B = B, .T = T, .sr_seed = 5, .shard_lo = lo, .shard_hi = hi,
+                       .capacity = n + 100};
+    if (gpt_cuda_create(&sh, &p.cfg, &o, err) || gpt_cuda_set_params(sh, p.cpu.params, err))
+        fail_msg("%s", err);
+    float *before = cu_host(n), *w_sh = cu_host(n), *w_all = cu_host(n);
+    float *m_all = cu_host(n), *v_all = cu_host(n), *m_sh = cu_host(n), *v_sh = cu_host(n);
+    if (gpt_cuda_get_weights(sh, before, err)) fail_msg("%s", err);
+    int in[B * T], tg[B * T];
+    random_tokens(in, B * T, p.cfg.vocab, 51);
+    random_tokens(tg, B * T, p.cfg.vocab, 52);
+    float norm = 0, loss = 0;
+    double s_all = 0, s_sh = 0;
+    if (gpt_cuda_zero_grad(p.gpu, err) || gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, &loss, err) ||
+        gpt_cuda_backward(p.gpu, err) || gpt_cuda_grad_norm(p.gpu, &norm, err) ||
+        gpt_cuda_grad_sumsq(p.gpu, lo, hi, &s_all, err) || gpt_cuda_update(p.gpu, &OPT, norm, err))
+        fail_msg("%s", err);
+    if (gpt_cuda_zero_grad(sh, err) || gpt_cuda_forward(sh, in, tg, B, T, 1.0f, &loss, err) ||
+        gpt_cuda_backward(sh, err) || gpt_cuda_grad_sumsq(sh, lo, hi, &s_sh, err) ||
+        gpt_cuda_update(sh, &OPT, norm, err))
+        fail_msg("%s", err);
+    assert_true(s_all == s_sh && s_all > 0);
+    for (size_t i = 0; i < n; i++) p.host[i] = w_sh[i] = -7.0f;
+    if (gpt_cuda_get_params(sh, w_sh, err) || gpt_cuda_get_params(p.gpu, p.host, err))
+        fail_msg("%s", err);
+    for (size_t i = 0; i < n; i++) assert_true(i >= lo && i < hi ? w_sh[i] == p.host[i]
+                                                                : w_sh[i] == -7.0f);
+    if (gpt_cuda_get_weights(sh, w_sh, err) || gpt_cuda_get_weights(p.gpu, w_all, err))
+        fail_msg("%s", err);
+    for (size_t i = 0; i < n; i++) assert_true(w_sh[i] == (i >= lo && i < hi ? w_all[i]
+                                                                            : before[i]));
+    if (gpt_cuda_get_moments(p.gpu, m_all, v_all, err) ||
+        gpt_cuda_get_moments(sh, m_sh, v_sh, err))
+        fail_msg("%s", err);
+    assert_memory_equal(m_sh, m_all + lo, (hi - lo) * sizeof(float));
+    assert_memory_equal(v_sh, v_all + lo, (hi - lo) * sizeof(float));
+    o.shard_hi = n + 1;
+    gpt_cuda *bad = NULL;
+    assert_int_equal(gpt_cuda_create(&bad, &p.cfg, &o, err), GPT_ERR_CONFIG);
+    assert_non_null(strstr(err, "is not inside the model's"));
+    gpt_cuda_free(sh);
+    pair_free(&p);
+    free(before); free(w_sh); free(w_all); free(m_all); free(v_all); free(m_sh); free(v_sh);
+}
+
 static void test_bad_tokens_refused(void **state) {
     (void)state;
     pair p;
@@ -229,6 +285,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_step_matches_cpu),
         cmocka_unit_test(test_loss_curve_follows_cpu),
         cmocka_unit_test(test_runs_repeat_bitwise),
+        cmocka_unit_test(test_shard_steps_like_whole),
         cmocka_unit_test(test_bad_tokens_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
