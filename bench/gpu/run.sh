@@ -5,9 +5,9 @@
 # sanitizers, and the benchmark against PyTorch on the same GPU.
 #
 # usage, on the GPU machine from the repository root:
-#   bash bench/gpu/run.sh STAGE...     stages: build tests sanitize bench
+#   bash bench/gpu/run.sh STAGE...   stages: build tests sanitize bench attention
 # Results go to $OUT (the device tool's folder) or /tmp/gpu-out: one file per
-# stage, and bench.md, a table ready for bench/RESULTS.md.
+# stage, and bench.md and attention.md, tables ready for bench/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpu-out}
@@ -26,7 +26,7 @@ stage_build() {
 }
 
 stage_tests() {
-    ctest --test-dir "$build" -R 'test_cu_|test_nccl|test_kernels|test_model|test_reference' \
+    ctest --test-dir "$build" -R 'test_cu_|test_nccl|cuda_train|test_kernels|test_model|test_reference' \
         --output-on-failure --timeout 300 2>&1 | tee "$out/tests.txt" | tail -60
 }
 
@@ -77,6 +77,33 @@ for m, r in ours.items():
     ratio = f"{r['tok_per_s'] / ptok:.2f}x" if ptok else "n/a"
     print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['device']} | {m} | {r['B']} x {r['T']} | "
           f"{r['tok_per_s']:.0f} | {mfu} | {ptok or 'n/a'} ({p.get('compile')}) | {ratio} |")
+EOF
+}
+
+# Our attention against PyTorch's SDPA back ends (cuDNN's, FlashAttention's)
+# at the attention shapes of GPT-2 124M and 350M (head size 64) and a head
+# size of 128, T = 1024: whether cuDNN's SDPA would beat ours.
+stage_attention() {
+    : >"$out/attention.jsonl"
+    for shape in "16 1024 12 64" "16 1024 16 64" "16 1024 8 128"; do
+        set -- $shape
+        "$build/bench/bench_attention" "$1" "$2" "$3" "$4" 20 | tee -a "$out/attention.jsonl"
+        timeout 300 python3 bench/gpu/torch_attention.py --batch "$1" --seq "$2" --heads "$3" \
+            --head-size "$4" | tee -a "$out/attention.jsonl"
+    done
+    python3 - "$out/attention.jsonl" "$(date -u +%Y-%m-%d)" \
+        "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF' | tee "$out/attention.md"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("| date | commit | B x T x NH x HS | implementation | fwd ms | fwd+bwd ms | fwd+bwd TFLOP/s |")
+print("|---|---|---|---|---|---|---|")
+for r in rows:
+    shape = f"{r['B']} x {r['T']} x {r['NH']} x {r['HS']}"
+    if "error" in r:
+        print(f"| {sys.argv[2]} | {sys.argv[3]} | {shape} | {r['impl']} | {r['error']} | | |")
+        continue
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | {shape} | {r['impl']} | {r['fwd_ms']:.3f} | "
+          f"{r['fwd_bwd_ms']:.3f} | {r['fwd_bwd_tflops']:.0f} |")
 EOF
 }
 
