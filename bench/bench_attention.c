@@ -85,6 +85,8 @@ int main(int argc, char **argv) {
         cudaMalloc((void **)&lse, BT * NH * sizeof(float)) != cudaSuccess ||
         cudaMalloc((void **)&delta, BT * NH * sizeof(float)) != cudaSuccess)
         return fail("out of device memory");
+    /* The uploads ran on the legacy stream, which the context's does not wait for. */
+    if (cudaDeviceSynchronize() != cudaSuccess) return fail("uploading the inputs");
     double fwd = 0, both = 0;
     if (time_it(&x, 0, iters, B, T, NH, HS, buf, lse, delta, &fwd) ||
         time_it(&x, 1, iters, B, T, NH, HS, buf, lse, delta, &both))

@@ -42,6 +42,9 @@ static float *upload(const float *host, size_t n) {
     assert_int_equal(cudaMalloc((void **)&dev, n * sizeof *dev), cudaSuccess);
     assert_int_equal(cudaMemcpy(dev, host, n * sizeof *dev, cudaMemcpyHostToDevice),
                      cudaSuccess);
+    /* A copy from pageable memory may return before its DMA ends, and
+     * NCCL's stream does not wait for the legacy stream. */
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
     return dev;
 }
 
@@ -222,6 +225,7 @@ static uint16_t *bf16_filled(size_t n) {
     for (size_t i = 0; i < n; i++) h[i] = to_bf16(small(g_rank, i));
     assert_int_equal(cudaMalloc((void **)&d, n * sizeof *d), cudaSuccess);
     assert_int_equal(cudaMemcpy(d, h, n * sizeof *d, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess); /* as upload() */
     free(h);
     return d;
 }

@@ -189,7 +189,9 @@ void gpt_cuda_free(gpt_cuda *g) {
 }
 
 /* The bf16 copy is rounded on the host: the master weights on the device
- * may be only a shard, and the conversion runs once per run or resume. */
+ * may be only a shard, and the conversion runs once per run or resume. The
+ * copies go on the model's stream, so that its kernels see them (a plain
+ * cudaMemcpy from pageable memory may return before its DMA is done). */
 gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err) {
     size_t n = g->table.total;
     gpt_bf16 *h = malloc((n ? n : 1) * sizeof(*h));
@@ -198,12 +200,14 @@ gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err) 
         return GPT_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) h[i] = gpt_bf16_from_float(host[i]);
-    cudaError_t e = cudaStreamSynchronize(g->ctx.stream);
-    if (e == cudaSuccess) e = cudaMemcpy(g->params, h, n * sizeof(*h), cudaMemcpyHostToDevice);
+    cudaStream_t s = g->ctx.stream;
+    cudaError_t e = cudaMemcpyAsync(g->params, h, n * sizeof(*h), cudaMemcpyHostToDevice, s);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(g->master, host + g->lo, (g->hi - g->lo) * sizeof(float),
+                            cudaMemcpyHostToDevice, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
     free(h);
     CUDA_TRY(e, "uploading the weights");
-    CUDA_TRY(cudaMemcpy(g->master, host + g->lo, (g->hi - g->lo) * sizeof(float),
-                        cudaMemcpyHostToDevice), "uploading the weights");
     return GPT_OK;
 }
 
