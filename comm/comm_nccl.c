@@ -213,22 +213,37 @@ comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const void *send, void *
     return COMM_OK;
 }
 
-/* One ncclReduce per owning rank, grouped so that NCCL runs them as one
- * operation; a piece inside a single shard is a single reduce. */
-comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *counts,
-                                           const int *displs, comm_nccl_type t,
-                                           comm_error_t err) {
+/* One NCCL call per owning rank k with counts[k] > 0, grouped so that NCCL
+ * runs them as one operation (a piece inside a single shard is a single
+ * call): ncclReduce of buf's range onto k (mine NULL), or ncclBroadcast of
+ * k's mine into buf's range. */
+static comm_status per_owner(comm_nccl *c, const void *mine, void *buf, const int *counts,
+                             const int *displs, comm_nccl_type t, comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
     NCCL_TRY(ncclGroupStart());
     ncclResult_t r = ncclSuccess;
     for (int k = 0; k < c->world && r == ncclSuccess; k++) {
         if (counts[k] <= 0) continue;
         char *p = (char *)buf + (size_t)displs[k] * type_size(t);
-        r = ncclReduce(p, p, (size_t)counts[k], nccl_type(t), ncclAvg, k, c->comm, c->stream);
+        size_t n = (size_t)counts[k];
+        r = mine ? ncclBroadcast(k == c->rank ? mine : p, p, n, nccl_type(t), k, c->comm,
+                                 c->stream)
+                 : ncclReduce(p, p, n, nccl_type(t), ncclAvg, k, c->comm, c->stream);
     }
     ncclResult_t end = ncclGroupEnd();
     NCCL_TRY(r != ncclSuccess ? r : end);
     return COMM_OK;
+}
+
+comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *counts,
+                                           const int *displs, comm_nccl_type t,
+                                           comm_error_t err) {
+    return per_owner(c, NULL, buf, counts, displs, t, err);
+}
+
+comm_status comm_nccl_allgatherv(comm_nccl *c, const void *mine, void *buf, const int *counts,
+                                 const int *displs, comm_nccl_type t, comm_error_t err) {
+    return per_owner(c, mine, buf, counts, displs, t, err);
 }
 
 comm_status comm_nccl_allgather(comm_nccl *c, const void *send, void *recv, size_t send_count,
@@ -243,6 +258,31 @@ comm_status comm_nccl_broadcast(comm_nccl *c, void *buf, size_t n, comm_nccl_typ
     if (usable(c, err) != COMM_OK) return COMM_ERR;
     NCCL_TRY(ncclBroadcast(buf, buf, n, nccl_type(t), root, c->comm, c->stream));
     return COMM_OK;
+}
+
+comm_status comm_nccl_mark_new(comm_nccl *c, void **mark, comm_error_t err) {
+    cudaEvent_t e = NULL;
+    *mark = NULL;
+    CUDA_TRY(cudaSetDevice(c->device));
+    CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    *mark = e;
+    return COMM_OK;
+}
+
+comm_status comm_nccl_mark(comm_nccl *c, void *mark, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    CUDA_TRY(cudaEventRecord((cudaEvent_t)mark, c->stream));
+    return COMM_OK;
+}
+
+comm_status comm_nccl_await(comm_nccl *c, void *mark, void *stream, comm_error_t err) {
+    if (usable(c, err) != COMM_OK) return COMM_ERR;
+    CUDA_TRY(cudaStreamWaitEvent((cudaStream_t)stream, (cudaEvent_t)mark, 0));
+    return COMM_OK;
+}
+
+void comm_nccl_mark_free(void *mark) {
+    if (mark) cudaEventDestroy((cudaEvent_t)mark);
 }
 
 /* An event recorded on one stream and waited for by the other orders them

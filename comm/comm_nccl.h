@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include "comm.h"
+#include "gpt_cuda.h"
 
 typedef struct comm_nccl comm_nccl;
 
@@ -73,6 +74,13 @@ comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *c
 comm_status comm_nccl_allgather(comm_nccl *c, const void *send, void *recv, size_t send_count,
                                 comm_nccl_type t, comm_error_t err);
 
+/* Uneven allgather as one NCCL group: for every rank r with counts[r] > 0,
+ * buf[displs[r] .. displs[r] + counts[r]) on every rank becomes rank r's
+ * mine[0 .. counts[r]) (a piece of the flat buffers gathered from the ZeRO
+ * shards it touches; comm_zero_split gives counts and displs). */
+comm_status comm_nccl_allgatherv(comm_nccl *c, const void *mine, void *buf, const int *counts,
+                                 const int *displs, comm_nccl_type t, comm_error_t err);
+
 /* Enqueues the copy of root's buf[0..n) into buf on every rank. */
 comm_status comm_nccl_broadcast(comm_nccl *c, void *buf, size_t n, comm_nccl_type t, int root,
                                 comm_error_t err);
@@ -84,6 +92,16 @@ comm_status comm_nccl_broadcast(comm_nccl *c, void *buf, size_t n, comm_nccl_typ
  * only once the collectives enqueued so far are done. */
 comm_status comm_nccl_after(comm_nccl *c, void *stream, comm_error_t err);
 comm_status comm_nccl_before(comm_nccl *c, void *stream, comm_error_t err);
+
+/* Marks: one point of the communication stream, for waiting on one
+ * collective rather than on all of them (comm_nccl_before). mark_new makes
+ * one (a cudaEvent_t) on c's device; comm_nccl_mark sets it behind the
+ * collectives enqueued so far, and comm_nccl_await makes the work queued on
+ * `stream` from then on start only once they are done. */
+comm_status comm_nccl_mark_new(comm_nccl *c, void **mark, comm_error_t err);
+comm_status comm_nccl_mark(comm_nccl *c, void *mark, comm_error_t err);
+comm_status comm_nccl_await(comm_nccl *c, void *mark, void *stream, comm_error_t err);
+void comm_nccl_mark_free(void *mark);
 
 /* Waits until every collective enqueued so far has finished. On an NCCL
  * async error, a CUDA error on the stream, or after timeout_s seconds
@@ -136,6 +154,47 @@ comm_status comm_nccl_bucketer_ready(comm_nccl_bucketer *b, size_t lo, size_t hi
  * reduction; disarms. End the collectives with comm_nccl_wait. */
 comm_status comm_nccl_bucketer_finish(comm_nccl_bucketer *b, comm_error_t err);
 void comm_nccl_bucketer_free(comm_nccl_bucketer *b);
+
+/* ---- ZeRO stages 2 and 3 on the GPU (units_nccl.c) ------------------------ */
+
+/* The NCCL twin of units.c, as the CUDA model's unit hook (gpt_cuda.h): the
+ * model keeps the shards (opts.shard_grads, and shard_params at stage 3)
+ * and units borrow device slots of bf16. Slot 0 of each kind is the
+ * embedding unit's, slots 1 and 2 serve the others. On GRADS_READY a unit's
+ * slot is reduced onto the shards it touches on the communication stream,
+ * behind the kernels that wrote it; the slot's next borrower makes the
+ * compute stream wait for that reduction and add this rank's part into the
+ * gradient shard (gpt_cuda_accumulate) before clearing it, so neither the
+ * host nor the compute stream waits while backward runs, and the order of
+ * the additions is fixed. At stage 3 NEED_PARAMS gathers the unit from the
+ * parameter shards into a slot (unless a prefetch already did), makes the
+ * compute stream wait for it, and starts the next unit's gather at once, in
+ * the pass's order (forward up, backward emb, lnf, then down); DONE_PARAMS
+ * frees the slot, which a later gather overwrites only behind the compute
+ * queued by then. */
+typedef struct comm_nccl_units comm_nccl_units;
+
+/* Device bytes of the slots for z's stage over the units whose first
+ * elements are ulo[0 .. nunits] (ulo[nunits]: the total), bf16: what a
+ * dry run adds to the model's own bytes. Needs no GPU. */
+size_t comm_nccl_units_bytes(const comm_zero *z, const size_t *ulo, int nunits);
+
+/* Allocates the slots on c's device for z (stage 2 or 3, z->lo/hi the
+ * model's shard) and installs itself as g's unit hook. */
+comm_status comm_nccl_units_new(comm_nccl_units **out, comm_nccl *c, const comm_zero *z,
+                                gpt_cuda *g, comm_error_t err);
+
+/* After each micro-step's backward: queues, on the compute stream, the wait
+ * for every reduction still in flight and the addition of its part into the
+ * gradient shard. The host does not wait; comm_nccl_wait ends the
+ * collectives. */
+comm_status comm_nccl_units_micro_done(comm_nccl_units *u, comm_error_t err);
+
+/* Before the update at stage 3: the compute stream waits for any gather
+ * still reading the parameter shard, and every parameter slot is freed. */
+comm_status comm_nccl_units_drop_params(comm_nccl_units *u, comm_error_t err);
+
+void comm_nccl_units_free(comm_nccl_units *u);
 
 /* Destroys the communicator and the stream. Call after comm_nccl_wait has
  * ended the last collective. Safe on NULL and after an abort. */

@@ -68,8 +68,22 @@ void gpt_unit_range(const gpt_model *m, int u, size_t *lo, size_t *hi) {
 
 /* Unit u starts at its first tensor's offset; the next unit's start (or the
  * buffer's end) closes it, so alignment gaps belong to the unit before. */
+void gpt_unit_starts(const gpt_config *c, const gpt_table *tab, size_t *lo) {
+    const gpt_tensor *t = tab->t;
+    lo[GPT_UNIT_EMB] = 0;
+    for (int l = 0; l < c->n_layer; l++) lo[GPT_UNIT_LAYER(l)] = t[GPT_T_LAYER(l, 0)].offset;
+    lo[GPT_UNIT_LNF(c)] = t[GPT_T_LNF_W(c)].offset;
+    lo[gpt_num_units(c)] = tab->total;
+}
+
+int gpt_tensor_unit(const gpt_config *c, int idx) {
+    if (idx < GPT_T_LAYER(0, 0)) return GPT_UNIT_EMB;
+    if (idx >= GPT_T_LNF_W(c)) return GPT_UNIT_LNF(c);
+    return GPT_UNIT_LAYER((idx - GPT_T_LAYER(0, 0)) / GPT_LAYER_TENSORS);
+}
+
 static gpt_status units_create(gpt_model *m, gpt_error_t err) {
-    int U = gpt_num_units(&m->cfg), L = m->cfg.n_layer;
+    int U = gpt_num_units(&m->cfg);
     m->unit_params = calloc((size_t)U, sizeof(float *));
     m->unit_grads = calloc((size_t)U, sizeof(float *));
     m->unit_lo = calloc((size_t)U + 1, sizeof(size_t));
@@ -78,10 +92,7 @@ static gpt_status units_create(gpt_model *m, gpt_error_t err) {
         snprintf(err, GPT_ERRLEN, "out of memory for the unit table");
         return GPT_ERR_NOMEM;
     }
-    const gpt_tensor *t = m->table.t;
-    for (int l = 0; l < L; l++) m->unit_lo[GPT_UNIT_LAYER(l)] = t[GPT_T_LAYER(l, 0)].offset;
-    m->unit_lo[GPT_UNIT_LNF(&m->cfg)] = t[GPT_T_LNF_W(&m->cfg)].offset;
-    m->unit_lo[U] = m->table.total;
+    gpt_unit_starts(&m->cfg, &m->table, m->unit_lo);
     for (int u = 0; u < U; u++) {
         m->unit_params[u] = m->params + m->unit_lo[u];
         m->unit_grads[u] = m->grads + m->unit_lo[u];
@@ -169,21 +180,15 @@ gpt_status gpt_check_tokens(const int *x, size_t n, int V, const char *what,
     return GPT_OK;
 }
 
-static int tensor_unit(const gpt_config *c, int idx) {
-    if (idx < GPT_T_LAYER(0, 0)) return GPT_UNIT_EMB;
-    if (idx >= GPT_T_LNF_W(c)) return GPT_UNIT_LNF(c);
-    return GPT_UNIT_LAYER((idx - GPT_T_LAYER(0, 0)) / GPT_LAYER_TENSORS);
-}
-
 /* Where tensor idx's parameters (gradients) are now: inside its unit's
  * current memory, at the tensor's offset within the unit. */
 float *gpt_param(const gpt_model *m, int idx) {
-    int u = tensor_unit(&m->cfg, idx);
+    int u = gpt_tensor_unit(&m->cfg, idx);
     return m->unit_params[u] + (m->table.t[idx].offset - m->unit_lo[u]);
 }
 
 static float *grad(const gpt_model *m, int idx) {
-    int u = tensor_unit(&m->cfg, idx);
+    int u = gpt_tensor_unit(&m->cfg, idx);
     return m->unit_grads[u] + (m->table.t[idx].offset - m->unit_lo[u]);
 }
 

@@ -37,6 +37,12 @@ typedef struct {
      * the table's total (0: the total): room for an allgather of equal
      * shards in place. The excess is zero and never read by the passes. */
     size_t capacity;
+    /* ZeRO-2 (shard_grads): the bf16 gradient buffer holds the shard's
+     * elements only, the reduced gradient the update reads; backward writes
+     * each unit's gradients wherever the unit hook binds them on NEED_GRADS.
+     * ZeRO-3 (shard_params): the bf16 parameters too are the shard only, and
+     * the hook binds each unit's parameters on NEED_PARAMS. */
+    int shard_grads, shard_params;
 } gpt_cuda_opts;
 
 /* The shapes the CUDA kernels support: n_embd a multiple of 8 and a head
@@ -59,18 +65,25 @@ void gpt_cuda_free(gpt_cuda *g);
 const gpt_table *gpt_cuda_table(const gpt_cuda *g);
 
 /* From host floats laid out by the table (a CPU model's params, whole): the
- * bf16 working copy, rounded to nearest even, and the master weights of the
- * shard. Waits. */
+ * bf16 working copy, rounded to nearest even (of the shard only under
+ * shard_params), and the master weights of the shard. Waits. */
 gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err);
+
+/* The same from the shard's floats alone, shard_hi - shard_lo of them (a
+ * ZeRO-3 host keeps no more): the master weights and the bf16 copy of the
+ * shard; the rest of the bf16 copy is left for an allgather. Waits. */
+gpt_status gpt_cuda_set_shard(gpt_cuda *g, const float *shard, gpt_error_t err);
 
 /* Host copies, laid out by the table, for checkpoints and tests. Each waits
  * for the stream. get_params writes the fp32 master weights of the shard
- * into host[shard_lo, shard_hi) and leaves the rest of host alone;
- * get_weights writes the whole bf16 working copy widened to float;
- * get_grads the whole bf16 gradient buffer widened. The moments are the
- * shard's: m and v hold shard_hi - shard_lo floats (like a sharded CPU
- * model's m and v). */
+ * into host[shard_lo, shard_hi) and leaves the rest of host alone
+ * (get_shard writes them to shard[0, shard_hi - shard_lo) instead);
+ * get_weights writes the bf16 working copy widened to float, and get_grads
+ * the bf16 gradient buffer, each whole, or into [shard_lo, shard_hi) only
+ * under shard_params (shard_grads). The moments are the shard's: m and v
+ * hold shard_hi - shard_lo floats (like a sharded CPU model's m and v). */
 gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err);
+gpt_status gpt_cuda_get_shard(gpt_cuda *g, float *shard, gpt_error_t err);
 gpt_status gpt_cuda_get_weights(gpt_cuda *g, float *host, gpt_error_t err);
 gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err);
 gpt_status gpt_cuda_get_moments(gpt_cuda *g, float *m, float *v, gpt_error_t err);
@@ -98,27 +111,52 @@ gpt_status gpt_cuda_zero_grad(gpt_cuda *g, gpt_error_t err);
  * grad_scale > 0. Gradients are ADDED into the bf16 gradient buffer. */
 gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err);
 
-/* Called by gpt_cuda_backward as soon as the kernels that finish unit u's
- * gradients (gpt.h's units: the same ranges of the same table) are queued
- * on the model's stream: lnf, last layer .. first layer, then the
- * embeddings. The hook may queue work on other streams behind them (the
- * gradient reduction); non-zero stops backward with GPT_ERR_HOOK and the
- * hook's message in err. NULL turns it off. */
-typedef int (*gpt_cuda_grads_fn)(void *ctx, int unit, gpt_error_t err);
-void gpt_cuda_set_grads_hook(gpt_cuda *g, gpt_cuda_grads_fn fn, void *ctx);
+/* The unit hook: the CPU model's protocol (gpt.h, "units") with the same
+ * units, events and order, told as the passes queue their kernels. A unit's
+ * kernels read its parameters and add into its gradients where they are
+ * bound: by default inside the model's buffers, else where the hook bound
+ * them (gpt_cuda_bind_*) on NEED_PARAMS / NEED_GRADS. When the hook returns
+ * from GRADS_READY, the kernels that finish the unit's gradients are
+ * queued on the model's stream but may not have run; the hook may queue
+ * work on other streams behind them (the gradient reduction), and must
+ * order any reuse of memory it bound against the model's stream itself.
+ * Non-zero stops the pass with GPT_ERR_HOOK and the hook's message in err.
+ * A pass that needs a unit nobody bound stops with GPT_ERR_HOOK too. NULL
+ * turns the hook off. */
+typedef int (*gpt_cuda_unit_fn)(void *ctx, gpt_cuda *g, gpt_unit_event ev, int unit,
+                                int backward, gpt_error_t err);
+void gpt_cuda_set_unit_hook(gpt_cuda *g, gpt_cuda_unit_fn fn, void *ctx);
+
+/* Points unit u's bf16 parameters (gradients) at dev, device memory of the
+ * unit's length laid out as the unit's range of the table; NULL unbinds. */
+void gpt_cuda_bind_params(gpt_cuda *g, int unit, void *dev);
+void gpt_cuda_bind_grads(gpt_cuda *g, int unit, void *dev);
+
+/* The number of units (gpt_num_units), and the elements [lo, hi) of the
+ * table that unit u covers (gpt_unit_range). */
+int gpt_cuda_num_units(const gpt_cuda *g);
+void gpt_cuda_unit_range(const gpt_cuda *g, int unit, size_t *lo, size_t *hi);
+
+/* dst[0..n) += src[0..n), bf16 device arrays 16-byte aligned, summed in
+ * fp32 and rounded to nearest, queued on the model's stream: how a
+ * reduced part of a unit's gradient joins the ZeRO-2 shard. */
+gpt_status gpt_cuda_accumulate(gpt_cuda *g, void *dst, const void *src, size_t n,
+                               gpt_error_t err);
 
 /* The model's stream (a cudaStream_t) and its device buffers: the bf16
- * parameters and gradients (opts.capacity elements each), for the
- * collectives that move them. */
+ * parameters and gradients (opts.capacity elements each, or the shard's
+ * under shard_params / shard_grads), for the collectives that move them. */
 void *gpt_cuda_stream(gpt_cuda *g);
 void *gpt_cuda_dev_params(gpt_cuda *g);
 void *gpt_cuda_dev_grads(gpt_cuda *g);
 
-/* L2 norm of the whole gradient buffer (fp64 sum of squares). Waits. */
+/* L2 norm of the gradient buffer, whole or the shard's (fp64 sum of
+ * squares). Waits. */
 gpt_status gpt_cuda_grad_norm(gpt_cuda *g, float *norm, gpt_error_t err);
 
-/* Sum of squares of the gradient elements [lo, hi), in fp64 (a shard's
- * part of the global norm). Waits. */
+/* Sum of squares of the gradient elements [lo, hi) of the table, in fp64
+ * (a shard's part of the global norm); under shard_grads the range must lie
+ * in the shard. Waits. */
 gpt_status gpt_cuda_grad_sumsq(gpt_cuda *g, size_t lo, size_t hi, double *sumsq,
                                gpt_error_t err);
 

@@ -9,6 +9,14 @@
  * which a unit hook may have moved). */
 float *gpt_param(const gpt_model *m, int idx);
 
+/* The unit (gpt.h) that holds tensor idx. */
+int gpt_tensor_unit(const gpt_config *c, int idx);
+
+/* The first element of every unit in the table, and lo[num_units] = the
+ * table's total (num_units + 1 entries): the CPU and CUDA models' unit
+ * ranges. */
+void gpt_unit_starts(const gpt_config *c, const gpt_table *tab, size_t *lo);
+
 /* Tells the unit hook (if any) about a unit; GPT_ERR_HOOK if it refuses. */
 gpt_status gpt_tell(gpt_model *m, gpt_unit_event ev, int unit, int backward,
                     gpt_error_t err);

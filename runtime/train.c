@@ -522,7 +522,7 @@ int rt_cmd_train(int argc, char **argv) {
                                              "(0: never)"},
         {"device", RT_STR, &o->device, "cpu, or cuda: train on this rank's GPU (the local "
                                        "rank's) in bf16 with fp32 master weights; NCCL "
-                                       "reduces gradients; --zero 0 or 1"},
+                                       "reduces gradients; any --zero"},
         {"recompute", RT_BOOL, &o->recompute, "cuda: keep no GELU outputs, recompute them in "
                                               "backward (less memory)"},
         {"stochastic-rounding", RT_BOOL, &o->stochastic_rounding, "cuda: round the bf16 "

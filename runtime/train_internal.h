@@ -72,6 +72,7 @@ typedef struct {
     struct gpt_cuda *gpu;  /* --device cuda's model (train_gpu.c), or NULL */
     struct comm_nccl *nccl; /* ... its NCCL communicator (several ranks), or NULL */
     struct comm_nccl_bucketer *gbuckets; /* ... its gradient buckets, or NULL */
+    struct comm_nccl_units *gunits;      /* ... its ZeRO-2/3 unit slots, or NULL */
 } trainer;
 
 /* Seconds on a monotonic clock. */

@@ -3,9 +3,10 @@
  * Needs a GPU: without one every GPU test is skipped and the program exits
  * 77, which ctest reports as skipped rather than passed, so a machine without
  * a GPU never claims to have checked NCCL. The one test that runs everywhere
- * is the clean failure of init when no GPU is visible. The bf16 collectives
- * and the GPU gradient buckets (ZeRO stages 0 and 1) are checked the same
- * way. Run as a one-rank MPI world the collectives are identities; the
+ * is the clean failure of init when no GPU is visible. The bf16 collectives,
+ * the uneven gather with its marks (ZeRO-3) and the GPU gradient buckets
+ * (ZeRO stages 0 and 1) are checked the same way; ZeRO 2-3's unit slots are
+ * checked end to end by cuda_train. Run as a one-rank MPI world the collectives are identities; the
  * expected values are written for any world size, so `mpirun -np 2` on a
  * two-GPU node checks real means. */
 #include <stdarg.h>
@@ -253,19 +254,26 @@ static void test_bf16_allreduce_mean(void **state) {
     free(h);
 }
 
+/* Per rank, a range of N - 10 (r + 1) elements at r * N + 5: uneven, with
+ * gaps between the ranges. */
+static void uneven_parts(int **counts, int **displs) {
+    *counts = calloc((size_t)g_world, sizeof(int));
+    *displs = calloc((size_t)g_world, sizeof(int));
+    assert_true(*counts && *displs);
+    for (int r = 0; r < g_world; r++) {
+        (*counts)[r] = N - 10 * (r + 1);
+        (*displs)[r] = r * N + 5;
+    }
+}
+
 /* Uneven ranges with gaps: each rank's own range holds the mean, the rest
  * of its buffer its own values. */
 static void test_reduce_scatterv(void **state) {
     (void)state;
     if (!g_gpu) skip();
     size_t total = (size_t)g_world * N;
-    int *counts = calloc((size_t)g_world, sizeof(int)), *displs = calloc((size_t)g_world,
-                                                                         sizeof(int));
-    assert_true(counts && displs);
-    for (int r = 0; r < g_world; r++) {
-        counts[r] = N - 10 * (r + 1);
-        displs[r] = r * N + 5;
-    }
+    int *counts, *displs;
+    uneven_parts(&counts, &displs);
     uint16_t *d = bf16_filled(total);
     comm_error_t err = "";
     if (comm_nccl_reduce_scatterv_mean(g_nccl, d, counts, displs, COMM_NCCL_BF16, err))
@@ -297,6 +305,47 @@ static void test_bf16_allgather_in_place(void **state) {
     for (size_t i = 0; i < total; i++) assert_close(h[i], small((int)(i / S), i), i);
     cudaFree(d);
     free(h);
+}
+
+/* ZeRO-3's gather of a unit: uneven parts with gaps, each from a separate
+ * source buffer (the owner's shard); the gaps keep this rank's values. A
+ * compute stream that awaits the mark sees the gathered values. */
+static void test_allgatherv_marked(void **state) {
+    (void)state;
+    if (!g_gpu) skip();
+    size_t total = (size_t)g_world * N;
+    int *counts, *displs;
+    uneven_parts(&counts, &displs);
+    uint16_t *d = bf16_filled(total), *mine = bf16_filled(total), *copy = NULL;
+    assert_int_equal(cudaMalloc((void **)&copy, total * 2), cudaSuccess);
+    cudaStream_t s;
+    assert_int_equal(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    void *mark = NULL;
+    comm_error_t err = "";
+    const uint16_t *src = mine + displs[g_rank] + 3; /* any place, not the target's */
+    if (comm_nccl_mark_new(g_nccl, &mark, err) ||
+        comm_nccl_allgatherv(g_nccl, src, d, counts, displs, COMM_NCCL_BF16, err) ||
+        comm_nccl_mark(g_nccl, mark, err) || comm_nccl_await(g_nccl, mark, s, err))
+        fail_msg("%s", err);
+    assert_int_equal(cudaMemcpyAsync(copy, d, total * 2, cudaMemcpyDeviceToDevice, s),
+                     cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(s), cudaSuccess);
+    wait_ok("allgatherv");
+    float *h = bf16_download(copy, total);
+    for (size_t i = 0; i < total; i++) {
+        int owner = -1;
+        for (int r = 0; r < g_world; r++)
+            if (i >= (size_t)displs[r] && i < (size_t)(displs[r] + counts[r])) owner = r;
+        assert_close(h[i], owner < 0 ? small(g_rank, i) : small(owner, i + 3), i);
+    }
+    comm_nccl_mark_free(mark);
+    cudaStreamDestroy(s);
+    cudaFree(d);
+    cudaFree(mine);
+    cudaFree(copy);
+    free(h);
+    free(counts);
+    free(displs);
 }
 
 /* The buckets at stages 0 and 1: ranges reported descending from a compute
@@ -383,6 +432,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_allreduce_mean),
         cmocka_unit_test(test_reduce_scatterv),
         cmocka_unit_test(test_bf16_allgather_in_place),
+        cmocka_unit_test(test_allgatherv_marked),
         cmocka_unit_test(test_buckets_stage0),
         cmocka_unit_test(test_buckets_stage1),
     };

@@ -66,6 +66,14 @@ static int resolve_shard(const gpt_cuda_opts *o, size_t total, size_t *lo, size_
     return *lo <= *hi && *hi <= total;
 }
 
+/* Elements of the bf16 parameter and gradient buffers. */
+static size_t param_elems(const gpt_cuda_opts *o, size_t lo, size_t hi, size_t cap) {
+    return o->shard_params ? hi - lo : cap;
+}
+static size_t grad_elems(const gpt_cuda_opts *o, size_t lo, size_t hi, size_t cap) {
+    return o->shard_grads ? hi - lo : cap;
+}
+
 size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
     gpt_config c = *cfg;
     gpt_error_t err;
@@ -76,7 +84,8 @@ size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
     if (!resolve_shard(o, total, &lo, &hi, &cap)) return 0;
     gpt_cuda_acts a;
     gpt_cuda_sizes s = gpt_cuda_acts_layout(&a, NULL, &c, o->B, o->T, o->recompute);
-    return cap * 2 * sizeof(gpt_bf16) + (hi - lo) * 3 * sizeof(float) +
+    size_t bf16 = param_elems(o, lo, hi, cap) + grad_elems(o, lo, hi, cap);
+    return bf16 * sizeof(gpt_bf16) + (hi - lo) * 3 * sizeof(float) +
            s.bf16 * sizeof(gpt_bf16) +
            s.f32 * sizeof(float) + s.ints * sizeof(int) +
            gpt_cu_scratch_floats(c.n_embd) * sizeof(float) + ((size_t)32 << 20);
@@ -86,11 +95,6 @@ const gpt_table *gpt_cuda_table(const gpt_cuda *g) { return &g->table; }
 void *gpt_cuda_stream(gpt_cuda *g) { return (void *)g->ctx.stream; }
 void *gpt_cuda_dev_params(gpt_cuda *g) { return g->params; }
 void *gpt_cuda_dev_grads(gpt_cuda *g) { return g->grads; }
-
-void gpt_cuda_set_grads_hook(gpt_cuda *g, gpt_cuda_grads_fn fn, void *ctx) {
-    g->hook = fn;
-    g->hook_ctx = ctx;
-}
 int gpt_cuda_adam_step(const gpt_cuda *g) { return g->adam_step; }
 
 /* Every device and pinned allocation of the model, zeroed. */
@@ -101,7 +105,8 @@ static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
     size_t bytes[3] = {s.bf16 * sizeof(gpt_bf16), s.f32 * sizeof(float), s.ints * sizeof(int)};
     void **dev[5] = {(void **)&g->params, (void **)&g->grads, (void **)&g->master,
                      (void **)&g->m, (void **)&g->v};
-    size_t dev_bytes[5] = {cap * 2, cap * 2, n * 4, n * 4, n * 4};
+    size_t dev_bytes[5] = {param_elems(&g->o, g->lo, g->hi, cap) * 2 + 2,
+                           grad_elems(&g->o, g->lo, g->hi, cap) * 2 + 2, n * 4, n * 4, n * 4};
     for (int i = 0; i < 5; i++) {
         CUDA_TRY(cudaMalloc(dev[i], dev_bytes[i]), "allocating the model's weights");
         CUDA_TRY(cudaMemset(*dev[i], 0, dev_bytes[i]), "cudaMemset");
@@ -155,6 +160,8 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
                  o->shard_lo, o->shard_hi, g->table.total);
         st = GPT_ERR_CONFIG;
     }
+    g->poff = o->shard_params ? g->lo : 0;
+    g->goff = o->shard_grads ? g->lo : 0;
     if (!st) {
         cudaError_t e = cudaSetDevice(o->device);
         if (e != cudaSuccess) {
@@ -165,6 +172,7 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
     }
     if (!st) st = gpt_cu_ctx_create(&g->ctx, NULL, gpt_cu_scratch_floats(g->cfg.n_embd), err);
     if (!st) st = cuda_alloc(g, err);
+    if (!st) st = gpt_cuda_units_init(g, err);
     if (st) {
         gpt_cuda_free(g);
         return st;
@@ -184,6 +192,7 @@ void gpt_cuda_free(gpt_cuda *g) {
     free(g->h_counts);
     if (g->staged) cudaEventDestroy((cudaEvent_t)g->staged);
     gpt_cu_ctx_free(&g->ctx);
+    gpt_cuda_units_free(g);
     gpt_table_free(&g->table);
     free(g);
 }
@@ -191,24 +200,37 @@ void gpt_cuda_free(gpt_cuda *g) {
 /* The bf16 copy is rounded on the host: the master weights on the device
  * may be only a shard, and the conversion runs once per run or resume. The
  * copies go on the model's stream, so that its kernels see them (a plain
- * cudaMemcpy from pageable memory may return before its DMA is done). */
-gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err) {
-    size_t n = g->table.total;
+ * cudaMemcpy from pageable memory may return before its DMA is done).
+ * from[a, b) of the table goes into the bf16 copy; shard holds the master
+ * weights' hi - lo floats. */
+static gpt_status upload(gpt_cuda *g, const float *from, size_t a, size_t b,
+                         const float *shard, gpt_error_t err) {
+    size_t n = b - a;
     gpt_bf16 *h = malloc((n ? n : 1) * sizeof(*h));
     if (!h) {
         snprintf(err, GPT_ERRLEN, "out of host memory");
         return GPT_ERR_NOMEM;
     }
-    for (size_t i = 0; i < n; i++) h[i] = gpt_bf16_from_float(host[i]);
+    for (size_t i = 0; i < n; i++) h[i] = gpt_bf16_from_float(from[i]);
     cudaStream_t s = g->ctx.stream;
-    cudaError_t e = cudaMemcpyAsync(g->params, h, n * sizeof(*h), cudaMemcpyHostToDevice, s);
+    cudaError_t e = cudaMemcpyAsync(g->params + (a - g->poff), h, n * sizeof(*h),
+                                    cudaMemcpyHostToDevice, s);
     if (e == cudaSuccess)
-        e = cudaMemcpyAsync(g->master, host + g->lo, (g->hi - g->lo) * sizeof(float),
+        e = cudaMemcpyAsync(g->master, shard, (g->hi - g->lo) * sizeof(float),
                             cudaMemcpyHostToDevice, s);
     if (e == cudaSuccess) e = cudaStreamSynchronize(s);
     free(h);
     CUDA_TRY(e, "uploading the weights");
     return GPT_OK;
+}
+
+gpt_status gpt_cuda_set_params(gpt_cuda *g, const float *host, gpt_error_t err) {
+    size_t a = g->poff, b = g->o.shard_params ? g->hi : g->table.total;
+    return upload(g, host + a, a, b, host + g->lo, err);
+}
+
+gpt_status gpt_cuda_set_shard(gpt_cuda *g, const float *shard, gpt_error_t err) {
+    return upload(g, shard, g->lo, g->hi, shard, err);
 }
 
 /* Waits for the stream, then copies n elements of `bytes_each` to the host. */
@@ -233,17 +255,25 @@ static gpt_status fetch_bf16(gpt_cuda *g, float *host, const gpt_bf16 *dev, size
     return st;
 }
 
-gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err) {
-    return fetch(g, host + g->lo, g->master, (g->hi - g->lo) * sizeof(float),
+gpt_status gpt_cuda_get_shard(gpt_cuda *g, float *shard, gpt_error_t err) {
+    return fetch(g, shard, g->master, (g->hi - g->lo) * sizeof(float),
                  "downloading the weights", err);
 }
 
+gpt_status gpt_cuda_get_params(gpt_cuda *g, float *host, gpt_error_t err) {
+    return gpt_cuda_get_shard(g, host + g->lo, err);
+}
+
 gpt_status gpt_cuda_get_weights(gpt_cuda *g, float *host, gpt_error_t err) {
-    return fetch_bf16(g, host, g->params, g->table.total, "downloading the weights", err);
+    size_t b = g->o.shard_params ? g->hi : g->table.total;
+    return fetch_bf16(g, host + g->poff, g->params, b - g->poff, "downloading the weights",
+                      err);
 }
 
 gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err) {
-    return fetch_bf16(g, host, g->grads, g->table.total, "downloading the gradients", err);
+    size_t b = g->o.shard_grads ? g->hi : g->table.total;
+    return fetch_bf16(g, host + g->goff, g->grads, b - g->goff, "downloading the gradients",
+                      err);
 }
 
 gpt_status gpt_cuda_get_logits(gpt_cuda *g, float *host, gpt_error_t err) {

@@ -45,10 +45,16 @@ struct gpt_cuda {
     gpt_table table;
     gpt_cuda_opts o;
     gpt_cu_ctx ctx;
-    gpt_bf16 *params, *grads; /* cap each: the table, then zero padding */
+    /* cap each: the table, then zero padding; or the shard's hi - lo
+     * elements under opts.shard_params (params) and opts.shard_grads
+     * (grads), element i of the table then at i - poff (i - goff). */
+    gpt_bf16 *params, *grads;
+    size_t poff, goff;
     float *master, *m, *v;    /* hi - lo each: the shard [lo, hi) */
     size_t lo, hi, cap;       /* resolved from opts */
-    gpt_cuda_grads_fn hook;   /* gpt_cuda_set_grads_hook */
+    size_t *ulo;              /* the units' first elements, and the total */
+    gpt_bf16 **up, **ug;      /* per unit: where its parameters and gradients are */
+    gpt_cuda_unit_fn hook;    /* gpt_cuda_set_unit_hook */
     void *hook_ctx;
     gpt_cuda_acts a;
     void *blocks[3];          /* the device allocations behind a: bf16, fp32, int */
@@ -62,6 +68,15 @@ struct gpt_cuda {
     int grad_ready; /* the logits hold their gradient: backward may run */
     int adam_step;
 };
+
+/* The unit tables (gpt_cuda_units.c), once the buffers exist. */
+gpt_status gpt_cuda_units_init(gpt_cuda *g, gpt_error_t err);
+void gpt_cuda_units_free(gpt_cuda *g);
+
+/* Tells the unit hook; GPT_ERR_HOOK when it fails, or when a NEED event
+ * leaves the unit without the memory the pass is about to use. */
+gpt_status gpt_cuda_tell(gpt_cuda *g, gpt_unit_event ev, int unit, int backward,
+                         gpt_error_t err);
 
 /* Device elements of each kind that the activations take at capacity (B,T);
  * gpt_cuda.c lays them out, gpt_cuda_bytes counts them. */

@@ -6,7 +6,8 @@
  * the next LayerNorm, the classifier writes the logits' gradient during the
  * forward pass, attention keeps a log-sum-exp instead of its T x T matrix,
  * and --recompute rebuilds GELU outputs in backward. Every kernel call is
- * enqueued on the model's stream; only the loss and the norm wait. */
+ * enqueued on the model's stream; only the loss and the norm wait. The unit
+ * hook hears the CPU model's events in its order (gpt.h). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,9 +17,16 @@
 
 #define TRY(call) do { gpt_status st_ = (call); if (st_) return st_; } while (0)
 
-/* Tensor idx's bf16 parameters and gradients, and its fp32 master weights. */
-static gpt_bf16 *P(const gpt_cuda *g, int idx) { return g->params + g->table.t[idx].offset; }
-static gpt_bf16 *G(const gpt_cuda *g, int idx) { return g->grads + g->table.t[idx].offset; }
+/* Tensor idx's bf16 parameters and gradients, where its unit's are bound. */
+static gpt_bf16 *P(const gpt_cuda *g, int idx) {
+    int u = gpt_tensor_unit(&g->cfg, idx);
+    return g->up[u] + (g->table.t[idx].offset - g->ulo[u]);
+}
+static gpt_bf16 *G(const gpt_cuda *g, int idx) {
+    int u = gpt_tensor_unit(&g->cfg, idx);
+    return g->ug[u] + (g->table.t[idx].offset - g->ulo[u]);
+}
+#define TELL(ev, unit, bwd) TRY(gpt_cuda_tell(g, ev, unit, bwd, err))
 #define LP(l, w) P(g, GPT_T_LAYER(l, w))
 #define LG(l, w) G(g, GPT_T_LAYER(l, w))
 
@@ -99,17 +107,23 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
     g->cur_T = T;
     TRY(upload_batch(g, tokens, targets, BT, err));
     gpt_cuda_acts *a = &g->a;
+    TELL(GPT_NEED_PARAMS, GPT_UNIT_EMB, 0);
     TRY(gpt_cu_encoder_forward(&g->ctx, a->encoded, a->tokens, P(g, GPT_T_WTE),
                                P(g, GPT_T_WPE), B, T, C, err));
     const gpt_bf16 *resid = a->encoded;
     for (int l = 0; l < L; l++) {
+        TELL(GPT_NEED_PARAMS, GPT_UNIT_LAYER(l), 0);
         TRY(block_forward(g, l, resid, err));
+        TELL(GPT_DONE_PARAMS, GPT_UNIT_LAYER(l), 0);
         resid = a->resid3 + (size_t)l * BT * C;
     }
+    TELL(GPT_NEED_PARAMS, GPT_UNIT_LNF(c), 0);
     TRY(gpt_cu_layernorm_forward(&g->ctx, a->lnf, a->lnf_mean, a->lnf_rstd, resid,
                                  P(g, GPT_T_LNF_W(c)), P(g, GPT_T_LNF_B(c)), BT, C, err));
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_LNF(c), 0);
     TRY(gpt_cu_matmul_forward(&g->ctx, a->logits, NULL, a->lnf, P(g, GPT_T_WTE), NULL, BT, C,
                               Vp, err));
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_EMB, 0);
     if (!targets) return GPT_OK;
     /* Mean over the B*T positions, times the caller's accumulation scale. */
     float dloss = grad_scale > 0.0f ? grad_scale / (float)BT : 0.0f;
@@ -123,7 +137,8 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
 }
 
 gpt_status gpt_cuda_zero_grad(gpt_cuda *g, gpt_error_t err) {
-    CUDA_TRY(cudaMemsetAsync(g->grads, 0, g->table.total * sizeof(gpt_bf16), g->ctx.stream),
+    size_t n = (g->o.shard_grads ? g->hi : g->table.total) - g->goff;
+    CUDA_TRY(cudaMemsetAsync(g->grads, 0, n * sizeof(gpt_bf16), g->ctx.stream),
              "zeroing the gradients");
     return GPT_OK;
 }
@@ -159,9 +174,11 @@ static gpt_status block_backward(gpt_cuda *g, int l, const gpt_bf16 *resid_in,
                                      a->ln1_rstd + os, BT, C, err);
 }
 
-/* Unit u's gradients are queued: tell the hook (the gradient reduction). */
-static gpt_status grads_ready(gpt_cuda *g, int u, gpt_error_t err) {
-    return g->hook && g->hook(g->hook_ctx, u, err) ? GPT_ERR_HOOK : GPT_OK;
+/* Both NEED events of a unit in backward. */
+static gpt_status need_unit(gpt_cuda *g, int unit, gpt_error_t err) {
+    TELL(GPT_NEED_PARAMS, unit, 1);
+    TELL(GPT_NEED_GRADS, unit, 1);
+    return GPT_OK;
 }
 
 gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err) {
@@ -174,33 +191,41 @@ gpt_status gpt_cuda_backward(gpt_cuda *g, gpt_error_t err) {
     }
     g->grad_ready = 0;
     /* The tied LM head: the logits already hold their gradient. */
+    TRY(need_unit(g, GPT_UNIT_EMB, err));
     TRY(gpt_cu_matmul_backward(&g->ctx, a->dln, G(g, GPT_T_WTE), NULL, a->logits, a->lnf,
                                P(g, GPT_T_WTE), NULL, BT, C, c->padded_vocab, err));
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_EMB, 1);
+    TRY(need_unit(g, GPT_UNIT_LNF(c), err));
     CUDA_TRY(cudaMemsetAsync(a->dres, 0, (size_t)BT * C * sizeof(gpt_bf16), g->ctx.stream),
              "cudaMemsetAsync");
     const gpt_bf16 *last = L > 0 ? a->resid3 + (size_t)(L - 1) * BT * C : a->encoded;
     TRY(gpt_cu_layernorm_backward(&g->ctx, a->dres, G(g, GPT_T_LNF_W(c)), G(g, GPT_T_LNF_B(c)),
                                   a->dln, last, P(g, GPT_T_LNF_W(c)), a->lnf_mean, a->lnf_rstd,
                                   BT, C, err));
-    TRY(grads_ready(g, GPT_UNIT_LNF(c), err));
+    TELL(GPT_DONE_PARAMS, GPT_UNIT_LNF(c), 1);
+    TELL(GPT_GRADS_READY, GPT_UNIT_LNF(c), 1);
     for (int l = L - 1; l >= 0; l--) {
         const gpt_bf16 *resid_in = l > 0 ? a->resid3 + (size_t)(l - 1) * BT * C : a->encoded;
+        TRY(need_unit(g, GPT_UNIT_LAYER(l), err));
         TRY(block_backward(g, l, resid_in, err));
-        TRY(grads_ready(g, GPT_UNIT_LAYER(l), err));
+        TELL(GPT_DONE_PARAMS, GPT_UNIT_LAYER(l), 1);
+        TELL(GPT_GRADS_READY, GPT_UNIT_LAYER(l), 1);
     }
     TRY(gpt_cu_encoder_backward(&g->ctx, G(g, GPT_T_WTE), G(g, GPT_T_WPE), a->dres, &g->dplan,
                                 B, T, C, err));
-    return grads_ready(g, GPT_UNIT_EMB, err);
+    TELL(GPT_GRADS_READY, GPT_UNIT_EMB, 1);
+    return GPT_OK;
 }
 
 gpt_status gpt_cuda_grad_sumsq(gpt_cuda *g, size_t lo, size_t hi, double *sumsq,
                                gpt_error_t err) {
-    if (lo > hi || hi > g->table.total) {
-        snprintf(err, GPT_ERRLEN, "gradient range [%zu, %zu) outside the model's %zu", lo, hi,
-                 g->table.total);
+    size_t end = g->o.shard_grads ? g->hi : g->table.total;
+    if (lo > hi || lo < g->goff || hi > end) {
+        snprintf(err, GPT_ERRLEN, "gradient range [%zu, %zu) outside the gradients held, "
+                 "[%zu, %zu)", lo, hi, g->goff, end);
         return GPT_ERR_CONFIG;
     }
-    TRY(gpt_cu_sumsq(&g->ctx, g->a.sumsq, g->grads + lo, hi - lo, err));
+    TRY(gpt_cu_sumsq(&g->ctx, g->a.sumsq, g->grads + (lo - g->goff), hi - lo, err));
     CUDA_TRY(cudaMemcpyAsync(sumsq, g->a.sumsq, sizeof(*sumsq), cudaMemcpyDeviceToHost,
                              g->ctx.stream), "gradient norm");
     CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "gradient norm");
@@ -209,7 +234,7 @@ gpt_status gpt_cuda_grad_sumsq(gpt_cuda *g, size_t lo, size_t hi, double *sumsq,
 
 gpt_status gpt_cuda_grad_norm(gpt_cuda *g, float *norm, gpt_error_t err) {
     double s = 0.0;
-    TRY(gpt_cuda_grad_sumsq(g, 0, g->table.total, &s, err));
+    TRY(gpt_cuda_grad_sumsq(g, g->goff, g->o.shard_grads ? g->hi : g->table.total, &s, err));
     *norm = (float)sqrt(s);
     return GPT_OK;
 }
@@ -232,7 +257,8 @@ gpt_status gpt_cuda_update(gpt_cuda *g, const gpt_adamw *opt, float grad_norm,
         size_t b = t->offset + t->numel < g->hi ? t->offset + t->numel : g->hi;
         if (a >= b) continue;
         size_t s = a - g->lo; /* the shard's arrays start at lo */
-        TRY(gpt_cu_adamw(&g->ctx, g->params + a, g->master + s, g->grads + a, g->m + s,
+        TRY(gpt_cu_adamw(&g->ctx, g->params + (a - g->poff), g->master + s,
+                         g->grads + (a - g->goff), g->m + s,
                          g->v + s, b - a, a, g->adam_step, opt->lr, opt->beta1, opt->beta2,
                          opt->eps, t->decay ? opt->weight_decay : 0.0f, scale, g->o.sr_seed,
                          err));

@@ -5,7 +5,9 @@
  * as the CUDA issue asks of the fixture), over several steps and over a
  * short training run. Also: runs repeat bit for bit, --recompute and
  * stochastic rounding stay within tolerance, a ZeRO-1 shard steps exactly
- * as the whole model does on its range, bad tokens are refused.
+ * as the whole model does on its range, units bound elsewhere by a ZeRO-2/3
+ * unit hook step exactly as the plain model and hear the CPU model's events,
+ * bad tokens are refused.
  * Exits 77 (Skipped) without a GPU. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -260,6 +262,95 @@ static void test_shard_steps_like_whole(void **state) {
     free(before); free(w_sh); free(w_all); free(m_all); free(v_all); free(m_sh); free(v_sh);
 }
 
+/* The unit protocol of ZeRO-2/3 (gpt_cuda_set_unit_hook). */
+typedef struct {
+    int ev[256][3], n;  /* (event, unit, backward) as told */
+    char *params;       /* sh's shard, here the whole table */
+    char *slots;        /* a test-owned gradient slot per unit */
+    gpt_cuda *g;
+} recorder;
+
+static void record(recorder *r, gpt_unit_event ev, int unit, int backward) {
+    assert_true(r->n < 256);
+    r->ev[r->n][0] = ev;
+    r->ev[r->n][1] = unit;
+    r->ev[r->n][2] = backward;
+    r->n++;
+}
+
+static int cpu_recorder(void *ctx, gpt_model *m, gpt_unit_event ev, int unit, int backward,
+                        gpt_error_t err) {
+    (void)m; (void)err;
+    record(ctx, ev, unit, backward);
+    return 0;
+}
+
+/* Binds parameters inside the model's own shard and gradients in fresh
+ * slots, which join the shard's gradient on GRADS_READY. */
+static int gpu_binder(void *ctx, gpt_cuda *g, gpt_unit_event ev, int unit, int backward,
+                      gpt_error_t err) {
+    recorder *r = ctx;
+    size_t lo, hi;
+    gpt_cuda_unit_range(g, unit, &lo, &hi);
+    record(r, ev, unit, backward);
+    char *slot = r->slots + lo * 2, *shard = (char *)gpt_cuda_dev_grads(g) + lo * 2;
+    switch (ev) {
+    case GPT_NEED_PARAMS: gpt_cuda_bind_params(g, unit, r->params + lo * 2); break;
+    case GPT_DONE_PARAMS: gpt_cuda_bind_params(g, unit, NULL); break;
+    case GPT_NEED_GRADS:
+        if (cudaMemsetAsync(slot, 0, (hi - lo) * 2, gpt_cuda_stream(g)) != cudaSuccess)
+            return snprintf(err, GPT_ERRLEN, "memset"), 1;
+        gpt_cuda_bind_grads(g, unit, slot);
+        break;
+    case GPT_GRADS_READY:
+        gpt_cuda_bind_grads(g, unit, NULL);
+        return gpt_cuda_accumulate(g, shard, slot, hi - lo, err) != GPT_OK;
+    }
+    return 0;
+}
+
+/* A model that keeps its bf16 weights and gradients as (here whole) shards
+ * needs a unit hook; with one that binds units to other memory it steps bit
+ * for bit as the plain model, and it tells the CPU model's events in the
+ * CPU model's order. */
+static void test_units_bind_like_whole(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 0);
+    size_t n = p.cpu.table.total;
+    gpt_cuda *sh = NULL;
+    gpt_error_t err = "";
+    gpt_cuda_opts o = {.B = B, .T = T, .shard_grads = 1, .shard_params = 1};
+    if (gpt_cuda_create(&sh, &p.cfg, &o, err) || gpt_cuda_set_params(sh, p.cpu.params, err))
+        fail_msg("%s", err);
+    int in[B * T], tg[B * T];
+    random_tokens(in, B * T, p.cfg.vocab, 61);
+    random_tokens(tg, B * T, p.cfg.vocab, 62);
+    float loss = 0;
+    assert_int_equal(gpt_cuda_forward(sh, in, tg, B, T, 1.0f, &loss, err), GPT_ERR_HOOK);
+    assert_non_null(strstr(err, "unit 0's parameters are not bound"));
+    static recorder rg, rc;
+    rg.g = sh;
+    rg.params = gpt_cuda_dev_params(sh);
+    CU_CHECK(cudaMalloc((void **)&rg.slots, n * 2));
+    gpt_cuda_set_unit_hook(sh, gpu_binder, &rg);
+    gpt_set_unit_hook(&p.cpu, cpu_recorder, &rc);
+    assert_true(gpu_step(sh, in, tg, &OPT) == gpu_step(p.gpu, in, tg, &OPT));
+    cpu_step(&p.cpu, in, tg, &OPT);
+    assert_int_equal(rg.n, rc.n);
+    assert_memory_equal(rg.ev, rc.ev, sizeof(rg.ev[0]) * (size_t)rc.n);
+    float *a = cu_host(n), *b = cu_host(n);
+    if (gpt_cuda_get_grads(sh, a, err) || gpt_cuda_get_grads(p.gpu, b, err)) fail_msg("%s", err);
+    assert_memory_equal(a, b, n * sizeof(float));
+    if (gpt_cuda_get_weights(sh, a, err) || gpt_cuda_get_weights(p.gpu, b, err))
+        fail_msg("%s", err);
+    assert_memory_equal(a, b, n * sizeof(float));
+    cudaFree(rg.slots);
+    gpt_cuda_free(sh);
+    pair_free(&p);
+    free(a); free(b);
+}
+
 static void test_bad_tokens_refused(void **state) {
     (void)state;
     pair p;
@@ -286,6 +377,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_loss_curve_follows_cpu),
         cmocka_unit_test(test_runs_repeat_bitwise),
         cmocka_unit_test(test_shard_steps_like_whole),
+        cmocka_unit_test(test_units_bind_like_whole),
         cmocka_unit_test(test_bad_tokens_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
