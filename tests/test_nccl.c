@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bf16_host.h"
 #include "comm_nccl.h"
 
 #define N 1000           /* floats per rank in each test buffer */
@@ -204,19 +205,6 @@ static float small(int r, size_t i) { return (float)(i % 7 + 1) * (float)(r + 1)
 
 static float small_mean(size_t i) {
     return (float)(i % 7 + 1) * (float)(g_world + 1) / 2.0f;
-}
-
-static uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
 }
 
 /* n bf16 values small(rank, i) on the device. */

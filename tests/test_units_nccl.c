@@ -24,28 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bf16_host.h"
 #include "comm_internal.h"
 #include "comm_nccl.h"
 
 enum { U = 6, LAYERS = 4, MICRO = 2, STEPS = 3, MAXOPS = 256 };
 static const size_t UNIT_LEN[U] = {208, 48, 48, 48, 48, 16}; /* emb, 4 layers, lnf */
 static int g_rank, g_world;
-
-/* ---- bf16 on the host: small integers and their means ------------------- */
-
-static uint16_t to_bf16(float f) { /* round to nearest even, as the device */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* ---- the fake CUDA runtime ---------------------------------------------- */
 
