@@ -112,6 +112,7 @@ void comm_finalize(comm_ctx *ctx) {
 void comm_set_timeout(double seconds) { comm_timeout_s = seconds; }
 
 void comm_set_step(long step) { comm_step = step; }
+long comm_get_step(void) { return comm_step; }
 
 double comm_wait_seconds(void) { return comm_waited_s; }
 

@@ -52,6 +52,7 @@ void comm_set_timeout(double seconds);
 /* The training step the next collectives belong to, for the watchdog's
  * message only (0 until set: start-up). */
 void comm_set_step(long step);
+long comm_get_step(void);
 
 /* Seconds this rank has spent waiting for collectives to finish, excluding
  * stretches when it was not running: a step's time minus the growth of this

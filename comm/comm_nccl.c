@@ -215,10 +215,11 @@ comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const void *send, void *
 
 /* One NCCL call per owning rank k with counts[k] > 0, grouped so that NCCL
  * runs them as one operation (a piece inside a single shard is a single
- * call): ncclReduce of buf's range onto k (mine NULL), or ncclBroadcast of
- * k's mine into buf's range. */
-static comm_status per_owner(comm_nccl *c, const void *mine, void *buf, const int *counts,
-                             const int *displs, comm_nccl_type t, comm_error_t err) {
+ * call): ncclReduce of buf's range onto k, or (gather) ncclBroadcast of k's
+ * mine into buf's range. */
+static comm_status per_owner(comm_nccl *c, int gather, const void *mine, void *buf,
+                             const int *counts, const int *displs, comm_nccl_type t,
+                             comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
     NCCL_TRY(ncclGroupStart());
     ncclResult_t r = ncclSuccess;
@@ -226,7 +227,7 @@ static comm_status per_owner(comm_nccl *c, const void *mine, void *buf, const in
         if (counts[k] <= 0) continue;
         char *p = (char *)buf + (size_t)displs[k] * type_size(t);
         size_t n = (size_t)counts[k];
-        r = mine ? ncclBroadcast(k == c->rank ? mine : p, p, n, nccl_type(t), k, c->comm,
+        r = gather ? ncclBroadcast(k == c->rank ? mine : p, p, n, nccl_type(t), k, c->comm,
                                  c->stream)
                  : ncclReduce(p, p, n, nccl_type(t), ncclAvg, k, c->comm, c->stream);
     }
@@ -238,12 +239,12 @@ static comm_status per_owner(comm_nccl *c, const void *mine, void *buf, const in
 comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *counts,
                                            const int *displs, comm_nccl_type t,
                                            comm_error_t err) {
-    return per_owner(c, NULL, buf, counts, displs, t, err);
+    return per_owner(c, 0, NULL, buf, counts, displs, t, err);
 }
 
 comm_status comm_nccl_allgatherv(comm_nccl *c, const void *mine, void *buf, const int *counts,
                                  const int *displs, comm_nccl_type t, comm_error_t err) {
-    return per_owner(c, mine, buf, counts, displs, t, err);
+    return per_owner(c, 1, mine, buf, counts, displs, t, err);
 }
 
 comm_status comm_nccl_allgather(comm_nccl *c, const void *send, void *recv, size_t send_count,

@@ -129,12 +129,17 @@ static nslot *bound(nslot *s, int unit) {
 }
 
 /* A slot that can take unit, unbound: slot 0 for the embeddings, else 1 or
- * 2, the one whose last collective started first. */
+ * 2: one with no collective in flight if there is one (nothing to wait
+ * for), else the one whose collective started first. */
 static nslot *free_slot(nslot *s, int unit) {
     int lo = unit == GPT_UNIT_EMB ? 0 : 1, hi = unit == GPT_UNIT_EMB ? 1 : UNIT_SLOTS;
     nslot *best = NULL;
-    for (int i = lo; i < hi; i++)
-        if (s[i].buf && s[i].unit < 0 && (!best || s[i].seq < best->seq)) best = &s[i];
+    for (int i = lo; i < hi; i++) {
+        if (!s[i].buf || s[i].unit >= 0) continue;
+        if (!best || (best->queued && !s[i].queued) ||
+            (best->queued == s[i].queued && s[i].seq < best->seq))
+            best = &s[i];
+    }
     return best;
 }
 

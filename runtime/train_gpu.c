@@ -149,9 +149,16 @@ rt_status tr_gpu_pull(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
+/* At stages 2-3 the last micro-step's reductions (and the last pass's
+ * gathers) may still run: the watchdog waits for them first, since the
+ * forward's own wait for its loss has no timeout. */
 rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err) {
     gpt_error_t ge;
+    comm_error_t cerr;
     float loss = 0.0f;
+    if (tr->gunits && comm_nccl_wait(tr->nccl, tr->o.comm_timeout, "ZeRO unit collectives",
+                                     comm_get_step(), cerr))
+        return comm_fail(cerr, err);
     GTRY(gpt_cuda_forward(tr->gpu, tr->inputs, tr->targets, tr->o.batch, tr->o.seq,
                           training ? 1.0f / tr->accum : 0.0f, &loss, ge));
     tr->model.mean_loss = loss;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "bf16_host.h"
 #include "comm_nccl.h"
 
@@ -295,9 +296,16 @@ static void test_bf16_allgather_in_place(void **state) {
     free(h);
 }
 
+static void CUDART_CB nap(void *ms) {
+    struct timespec t = {0, (long)(intptr_t)ms * 1000000L};
+    nanosleep(&t, NULL);
+}
+
 /* ZeRO-3's gather of a unit: uneven parts with gaps, each from a separate
- * source buffer (the owner's shard); the gaps keep this rank's values. A
- * compute stream that awaits the mark sees the gathered values. */
+ * source buffer (the owner's shard); the gaps keep this rank's values. The
+ * communication stream is held back first (behind a 200 ms nap on another
+ * stream), so a compute stream sees the gathered values only if it really
+ * awaits the mark. */
 static void test_allgatherv_marked(void **state) {
     (void)state;
     if (!g_gpu) skip();
@@ -311,7 +319,10 @@ static void test_allgatherv_marked(void **state) {
     void *mark = NULL;
     comm_error_t err = "";
     const uint16_t *src = mine + displs[g_rank] + 3; /* any place, not the target's */
-    if (comm_nccl_mark_new(g_nccl, &mark, err) ||
+    cudaStream_t held;
+    assert_int_equal(cudaStreamCreateWithFlags(&held, cudaStreamNonBlocking), cudaSuccess);
+    assert_int_equal(cudaLaunchHostFunc(held, nap, (void *)(intptr_t)200), cudaSuccess);
+    if (comm_nccl_after(g_nccl, held, err) || comm_nccl_mark_new(g_nccl, &mark, err) ||
         comm_nccl_allgatherv(g_nccl, src, d, counts, displs, COMM_NCCL_BF16, err) ||
         comm_nccl_mark(g_nccl, mark, err) || comm_nccl_await(g_nccl, mark, s, err))
         fail_msg("%s", err);
@@ -328,6 +339,7 @@ static void test_allgatherv_marked(void **state) {
     }
     comm_nccl_mark_free(mark);
     cudaStreamDestroy(s);
+    cudaStreamDestroy(held);
     cudaFree(d);
     cudaFree(mine);
     cudaFree(copy);

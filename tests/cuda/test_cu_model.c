@@ -265,9 +265,10 @@ static void test_shard_steps_like_whole(void **state) {
 /* The unit protocol of ZeRO-2/3 (gpt_cuda_set_unit_hook). */
 typedef struct {
     int ev[256][3], n;  /* (event, unit, backward) as told */
-    char *params;       /* sh's shard, here the whole table */
-    char *slots;        /* a test-owned gradient slot per unit */
-    gpt_cuda *g;
+    char *weights;      /* the whole bf16 weights, test-owned */
+    char *pslots;       /* a weight slot per unit, at the unit's offset */
+    char *slots;        /* a gradient slot per unit, at the unit's offset */
+    size_t lo, hi;      /* the model's shard */
 } recorder;
 
 static void record(recorder *r, gpt_unit_event ev, int unit, int backward) {
@@ -285,66 +286,105 @@ static int cpu_recorder(void *ctx, gpt_model *m, gpt_unit_event ev, int unit, in
     return 0;
 }
 
-/* Binds parameters inside the model's own shard and gradients in fresh
- * slots, which join the shard's gradient on GRADS_READY. */
+/* Lends each unit a weight slot (a copy, poisoned with NaN once released)
+ * and a gradient slot, whose part in the shard joins the model's gradient
+ * shard on GRADS_READY: ZeRO-3's protocol without the collectives. */
 static int gpu_binder(void *ctx, gpt_cuda *g, gpt_unit_event ev, int unit, int backward,
                       gpt_error_t err) {
     recorder *r = ctx;
     size_t lo, hi;
     gpt_cuda_unit_range(g, unit, &lo, &hi);
     record(r, ev, unit, backward);
-    char *slot = r->slots + lo * 2, *shard = (char *)gpt_cuda_dev_grads(g) + lo * 2;
+    cudaStream_t s = gpt_cuda_stream(g);
+    char *w = r->pslots + lo * 2, *slot = r->slots + lo * 2;
+    size_t a = lo > r->lo ? lo : r->lo, b = hi < r->hi ? hi : r->hi;
+    cudaError_t e = cudaSuccess;
     switch (ev) {
-    case GPT_NEED_PARAMS: gpt_cuda_bind_params(g, unit, r->params + lo * 2); break;
-    case GPT_DONE_PARAMS: gpt_cuda_bind_params(g, unit, NULL); break;
+    case GPT_NEED_PARAMS:
+        e = cudaMemcpyAsync(w, r->weights + lo * 2, (hi - lo) * 2, cudaMemcpyDeviceToDevice, s);
+        gpt_cuda_bind_params(g, unit, w);
+        break;
+    case GPT_DONE_PARAMS:
+        gpt_cuda_bind_params(g, unit, NULL);
+        e = cudaMemsetAsync(w, 0xff, (hi - lo) * 2, s);
+        break;
     case GPT_NEED_GRADS:
-        if (cudaMemsetAsync(slot, 0, (hi - lo) * 2, gpt_cuda_stream(g)) != cudaSuccess)
-            return snprintf(err, GPT_ERRLEN, "memset"), 1;
+        e = cudaMemsetAsync(slot, 0, (hi - lo) * 2, s);
         gpt_cuda_bind_grads(g, unit, slot);
         break;
     case GPT_GRADS_READY:
         gpt_cuda_bind_grads(g, unit, NULL);
-        return gpt_cuda_accumulate(g, shard, slot, hi - lo, err) != GPT_OK;
+        if (a < b)
+            return gpt_cuda_accumulate(g, (char *)gpt_cuda_dev_grads(g) + (a - r->lo) * 2,
+                                       r->slots + a * 2, b - a, err) != GPT_OK;
+        break;
     }
-    return 0;
+    if (e == cudaSuccess) return 0;
+    snprintf(err, GPT_ERRLEN, "%s", cudaGetErrorString(e));
+    return 1;
 }
 
-/* A model that keeps its bf16 weights and gradients as (here whole) shards
- * needs a unit hook; with one that binds units to other memory it steps bit
- * for bit as the plain model, and it tells the CPU model's events in the
- * CPU model's order. */
+/* One step with a given norm (the shard's own would clip differently). */
+static void step_with_norm(gpt_cuda *g, const int *in, const int *tg, float norm, float *loss) {
+    gpt_error_t err = "";
+    if (gpt_cuda_zero_grad(g, err) || gpt_cuda_forward(g, in, tg, B, T, 1.0f, loss, err) ||
+        gpt_cuda_backward(g, err) || gpt_cuda_update(g, &OPT, norm, err))
+        fail_msg("%s", err);
+}
+
+/* A model that keeps only a shard [lo, total) of its bf16 weights and
+ * gradients needs a unit hook (without one it stops); with one that lends
+ * every unit slots elsewhere it computes the plain model's loss, writes the
+ * plain model's gradients into the slots, and steps its shard bit for bit
+ * as the plain model does. It tells the CPU model's events in their order. */
 static void test_units_bind_like_whole(void **state) {
     (void)state;
     pair p;
     pair_create(&p, 0, 0);
-    size_t n = p.cpu.table.total;
+    size_t n = p.cpu.table.total, lo = n / 3 / 16 * 16;
     gpt_cuda *sh = NULL;
     gpt_error_t err = "";
-    gpt_cuda_opts o = {.B = B, .T = T, .shard_grads = 1, .shard_params = 1};
+    gpt_cuda_opts o = {.B = B, .T = T, .shard_lo = lo, .shard_hi = n, .shard_grads = 1,
+                       .shard_params = 1};
     if (gpt_cuda_create(&sh, &p.cfg, &o, err) || gpt_cuda_set_params(sh, p.cpu.params, err))
         fail_msg("%s", err);
     int in[B * T], tg[B * T];
     random_tokens(in, B * T, p.cfg.vocab, 61);
     random_tokens(tg, B * T, p.cfg.vocab, 62);
-    float loss = 0;
+    float loss = 0, want = 0, norm = 0;
     assert_int_equal(gpt_cuda_forward(sh, in, tg, B, T, 1.0f, &loss, err), GPT_ERR_HOOK);
     assert_non_null(strstr(err, "unit 0's parameters are not bound"));
     static recorder rg, rc;
-    rg.g = sh;
-    rg.params = gpt_cuda_dev_params(sh);
+    rg.lo = lo;
+    rg.hi = n;
+    rg.weights = (char *)cu_upload_bf16(p.cpu.params, n);
+    CU_CHECK(cudaMalloc((void **)&rg.pslots, n * 2));
     CU_CHECK(cudaMalloc((void **)&rg.slots, n * 2));
     gpt_cuda_set_unit_hook(sh, gpu_binder, &rg);
     gpt_set_unit_hook(&p.cpu, cpu_recorder, &rc);
-    assert_true(gpu_step(sh, in, tg, &OPT) == gpu_step(p.gpu, in, tg, &OPT));
+    if (gpt_cuda_zero_grad(p.gpu, err) || gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, &want, err) ||
+        gpt_cuda_backward(p.gpu, err) || gpt_cuda_grad_norm(p.gpu, &norm, err) ||
+        gpt_cuda_update(p.gpu, &OPT, norm, err))
+        fail_msg("%s", err);
+    step_with_norm(sh, in, tg, norm, &loss);
+    assert_true(loss == want);
     cpu_step(&p.cpu, in, tg, &OPT);
     assert_int_equal(rg.n, rc.n);
     assert_memory_equal(rg.ev, rc.ev, sizeof(rg.ev[0]) * (size_t)rc.n);
     float *a = cu_host(n), *b = cu_host(n);
-    if (gpt_cuda_get_grads(sh, a, err) || gpt_cuda_get_grads(p.gpu, b, err)) fail_msg("%s", err);
+    if (gpt_cuda_get_grads(p.gpu, b, err)) fail_msg("%s", err);
+    cu_download_bf16(a, (const gpt_bf16 *)rg.slots, n);
     assert_memory_equal(a, b, n * sizeof(float));
+    if (gpt_cuda_get_grads(sh, a, err)) fail_msg("%s", err);
+    assert_memory_equal(a + lo, b + lo, (n - lo) * sizeof(float));
     if (gpt_cuda_get_weights(sh, a, err) || gpt_cuda_get_weights(p.gpu, b, err))
         fail_msg("%s", err);
-    assert_memory_equal(a, b, n * sizeof(float));
+    assert_memory_equal(a + lo, b + lo, (n - lo) * sizeof(float));
+    if (gpt_cuda_get_params(sh, a, err) || gpt_cuda_get_params(p.gpu, b, err))
+        fail_msg("%s", err);
+    assert_memory_equal(a + lo, b + lo, (n - lo) * sizeof(float));
+    cudaFree(rg.weights);
+    cudaFree(rg.pslots);
     cudaFree(rg.slots);
     gpt_cuda_free(sh);
     pair_free(&p);
