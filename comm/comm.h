@@ -119,8 +119,10 @@ int comm_all_equal(const void *buf, size_t bytes);
  *            unit borrows; only the shard is kept between micro-steps.
  *   stage 3: as 2, and parameters too are kept as the shard only; each unit
  *            is allgathered into a slot right before forward or backward
- *            uses it (the next unit's gather starts as a prefetch) and
- *            dropped right after.
+ *            uses it (the next unit's gather starts as a prefetch); a slot
+ *            keeps its weights until another unit or the update needs it,
+ *            so later passes of a step reuse the embeddings and the units
+ *            the last pass ended with.
  * At stages 0-1 with buckets on, the gradient is reduced in buckets of about
  * bucket_bytes while the last micro-step's backward still runs. */
 typedef struct comm_bucketer comm_bucketer; /* private to bucket.c */
@@ -128,6 +130,7 @@ typedef struct comm_units comm_units;       /* private to units.c */
 
 typedef struct {
     int stage, rank, world;
+    int host_grads;       /* 0: a GPU computes and reduces the gradients */
     size_t total, lo, hi;
     size_t shard;         /* S: every shard's length before clipping */
     int *counts, *displs; /* per rank, in floats */
@@ -140,9 +143,12 @@ typedef struct {
 /* Sets up the shards of m for the stage. Stages >= 1 shrink m's AdamW
  * moments; stages >= 2 free m's whole gradient buffer and stage 3 its whole
  * parameter buffer (so initialise the weights before). It installs m's unit
- * hook when it needs one. */
+ * hook when it needs one. host_grads 0 says that m never runs a backward (a
+ * GPU run: the device holds and reduces the gradients): m's gradient buffer
+ * is freed at every stage, and stages 2-3 keep no gradient shard or slots
+ * on the host; m's passes then only read parameters (samples). */
 comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
-                           const comm_ctx *ctx, comm_error_t err);
+                           int host_grads, const comm_ctx *ctx, comm_error_t err);
 void comm_zero_free(comm_zero *z);
 
 /* 1 when backward starts collectives (buckets, or stages 2-3), so the
@@ -176,6 +182,11 @@ comm_status comm_zero_reduce(comm_zero *z, gpt_model *m, float *norm, comm_error
  * step count stay as they were); every rank must make the same choice. */
 comm_status comm_zero_apply(comm_zero *z, gpt_model *m, const gpt_adamw *opt, float norm,
                             comm_error_t err);
+
+/* After the parameter shard was written from outside (a resume, a GPU's
+ * update pulled to the host): at stage 3 the unit slots forget the weights
+ * they gathered, which later passes of a step would otherwise reuse. */
+comm_status comm_zero_params_changed(comm_zero *z, gpt_model *m, comm_error_t err);
 
 /* Bytes this rank holds for each kind of model state, as the ZeRO paper
  * counts them (persistent state), plus the working buffers: the unit slots

@@ -394,6 +394,10 @@ void comm_nccl_release(float *dev) {
 
 void *comm_nccl_stream(comm_nccl *c) { return (void *)c->stream; }
 
+void comm_nccl_abort(comm_nccl *c) {
+    if (c && c->comm) abort_comm(c);
+}
+
 void comm_nccl_free(comm_nccl *c) {
     if (!c) return;
     if (c->comm) ncclCommDestroy(c->comm);

@@ -190,14 +190,22 @@ comm_status comm_nccl_units_new(comm_nccl_units **out, comm_nccl *c, const comm_
  * collectives. */
 comm_status comm_nccl_units_micro_done(comm_nccl_units *u, comm_error_t err);
 
-/* Before the update at stage 3: the compute stream waits for any gather
- * still reading the parameter shard, and every parameter slot is freed. */
+/* Before the update at stage 3 (and whenever the parameter shard changes):
+ * the compute stream waits for any gather still reading the shard, and
+ * every parameter slot is freed. Until then a slot keeps the weights it
+ * gathered, and a later pass of the same step reuses them. */
 comm_status comm_nccl_units_drop_params(comm_nccl_units *u, comm_error_t err);
 
 void comm_nccl_units_free(comm_nccl_units *u);
 
+/* Aborts the communicator, ending its kernels still on the device, so
+ * that a shutdown after a failure never waits for a collective whose peer
+ * is gone (freeing device memory waits for the whole device). Safe on NULL
+ * and after an abort; only comm_nccl_free remains. */
+void comm_nccl_abort(comm_nccl *c);
+
 /* Destroys the communicator and the stream. Call after comm_nccl_wait has
- * ended the last collective. Safe on NULL and after an abort. */
+ * ended the last collective, or after comm_nccl_abort. Safe on NULL. */
 void comm_nccl_free(comm_nccl *c);
 
 #endif

@@ -10,7 +10,10 @@
  * as soon as the unit is final, in place (MPI_IN_PLACE: this rank's part of
  * the sum lands at the start of the slot), and the part is added into the
  * gradient shard as soon as it has landed; at stage 3 the next unit's allgather
- * starts as soon as the current one is bound. Requests are tested at every
+ * starts as soon as the current one is bound. A parameter slot keeps the
+ * weights it gathered until the update changes them, so the embeddings are
+ * gathered once per step, and a pass starts on the two units the last pass
+ * ended with without gathering them again. Requests are tested at every
  * event, which is what moves MPI along between waits. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@ typedef struct {
     size_t roff;   /* where a reduce-scatter's part goes in the gradient shard */
     int landing;   /* a reduce-scatter's part is still to be added */
     int unit;    /* bound, or being gathered for; -1 when none */
+    int held;    /* parameter slots: whose weights of this step it holds; -1 none */
     int pending; /* a collective on buf is in flight */
     int rc;
     long seq;    /* start order, to wait for the oldest first */
@@ -47,7 +51,7 @@ static int slot_init(slot *s, size_t floats, int world) {
     s->buf = aligned_alloc(64, bytes ? bytes : 64);
     s->counts = calloc((size_t)world, sizeof(int));
     s->displs = calloc((size_t)world, sizeof(int));
-    s->unit = -1;
+    s->unit = s->held = -1;
     return s->buf && s->counts && s->displs;
 }
 
@@ -69,7 +73,7 @@ comm_status comm_units_new(comm_units **out, comm_zero *z, gpt_model *m, comm_er
     u->slot_floats[0] = u->ulo[1] - u->ulo[0];
     u->slot_floats[1] = u->slot_floats[2] = big;
     for (int i = 0; i < UNIT_SLOTS; i++) {
-        if (!slot_init(&u->g[i], u->slot_floats[i], z->world)) goto nomem;
+        if (z->host_grads && !slot_init(&u->g[i], u->slot_floats[i], z->world)) goto nomem;
         if (z->stage >= 3 && !slot_init(&u->p[i], u->slot_floats[i], z->world)) goto nomem;
     }
     *out = u;
@@ -90,14 +94,21 @@ void comm_units_free(comm_units *u) {
 }
 
 size_t comm_units_slot_bytes(const comm_units *u) {
-    size_t f = 0;
-    for (int i = 0; i < UNIT_SLOTS; i++) f += u->slot_floats[i] * (u->z->stage >= 3 ? 2 : 1);
+    size_t f = 0, kinds = (u->z->stage >= 3) + (u->z->host_grads != 0);
+    for (int i = 0; i < UNIT_SLOTS; i++) f += u->slot_floats[i] * kinds;
     return f * sizeof(float);
 }
 
 static slot *bound(slot *s, int unit) {
     for (int i = 0; i < UNIT_SLOTS; i++)
         if (s[i].buf && s[i].unit == unit) return &s[i];
+    return NULL;
+}
+
+/* The parameter slot that is gathering unit's weights or holds them. */
+static slot *holding(slot *s, int unit) {
+    for (int i = 0; i < UNIT_SLOTS; i++)
+        if (s[i].buf && (s[i].unit == unit || s[i].held == unit)) return &s[i];
     return NULL;
 }
 
@@ -147,7 +158,7 @@ static void start_gather(comm_units *u, slot *s, int unit) {
     comm_zero *z = u->z;
     size_t a = u->ulo[unit], b = u->ulo[unit + 1];
     size_t off = comm_zero_split(z, a, b, s->counts, s->displs);
-    s->unit = unit;
+    s->unit = s->held = unit;
     s->pending = 1;
     s->seq = u->seq++;
     s->bytes = (b - a) * sizeof(float);
@@ -166,7 +177,7 @@ static int next_unit(const comm_units *u, int unit, int backward) {
 }
 
 static int need_params(comm_units *u, gpt_model *m, int unit, int backward, gpt_error_t err) {
-    slot *s = bound(u->p, unit);
+    slot *s = holding(u->p, unit);
     if (!s && (s = free_slot(u->p, unit))) start_gather(u, s, unit);
     if (!s) {
         snprintf(err, GPT_ERRLEN, "ZeRO-3: no free parameter slot for unit %d (a pass "
@@ -174,10 +185,11 @@ static int need_params(comm_units *u, gpt_model *m, int unit, int backward, gpt_
         return 1;
     }
     if (finish(u, s, err)) return 1;
+    s->unit = unit;
     m->unit_params[unit] = s->buf;
     int next = next_unit(u, unit, backward);
     slot *t;
-    if (next >= 0 && !bound(u->p, next) && (t = free_slot(u->p, next)))
+    if (next >= 0 && !holding(u->p, next) && (t = free_slot(u->p, next)))
         start_gather(u, t, next);
     return 0;
 }
@@ -259,7 +271,7 @@ comm_status comm_units_drop_params(comm_units *u, gpt_model *m, comm_error_t err
     for (int i = 0; i < UNIT_SLOTS; i++) {
         if (!u->p[i].buf) continue;
         if (finish(u, &u->p[i], err)) st = COMM_ERR;
-        u->p[i].unit = -1;
+        u->p[i].unit = u->p[i].held = -1;
     }
     for (int k = 0; k < u->nunits; k++) m->unit_params[k] = NULL;
     return st;

@@ -7,7 +7,10 @@
  * the compute stream wait for that mark. A slot whose reduction is in
  * flight still holds this rank's part of the mean, so the part is added
  * into the gradient shard, on the compute stream, right before the slot is
- * cleared for its next unit (or at the micro-step's end). */
+ * cleared for its next unit (or at the micro-step's end). A parameter slot
+ * keeps the weights it gathered until the update changes them, so the
+ * embeddings are gathered once per step, and a pass starts on the two
+ * units the last pass ended with without gathering them again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 typedef struct {
     char *buf;          /* device, bf16 */
     int unit;           /* bound, or being gathered for; -1 when none */
+    int held;           /* parameter slots: whose weights of this step it holds; -1 none */
     int queued;         /* a collective on buf that the compute stream has not waited for */
     int landing;        /* a reduced part still to be added into the gradient shard */
     size_t part, count, roff; /* the part: offset in buf, length, place in the shard */
@@ -59,7 +63,7 @@ size_t comm_nccl_units_bytes(const comm_zero *z, const size_t *ulo, int nunits) 
 }
 
 static comm_status slot_init(comm_nccl_units *u, nslot *s, size_t elems, comm_error_t err) {
-    s->unit = -1;
+    s->unit = s->held = -1;
     if (comm_nccl_mark_new(u->c, &s->mark, err)) return COMM_ERR;
     cudaError_t e = cudaMalloc((void **)&s->buf, elems * BF16 + 16);
     if (e == cudaSuccess) return COMM_OK;
@@ -128,6 +132,13 @@ static nslot *bound(nslot *s, int unit) {
     return NULL;
 }
 
+/* The parameter slot that is gathering unit's weights or holds them. */
+static nslot *holding(nslot *s, int unit) {
+    for (int i = 0; i < UNIT_SLOTS; i++)
+        if (s[i].buf && (s[i].unit == unit || s[i].held == unit)) return &s[i];
+    return NULL;
+}
+
 /* A slot that can take unit, unbound: slot 0 for the embeddings, else 1 or
  * 2: one with no collective in flight if there is one (nothing to wait
  * for), else the one whose collective started first. */
@@ -168,7 +179,7 @@ static comm_status start_gather(comm_nccl_units *u, nslot *s, int unit, comm_err
     size_t a = u->ulo[unit], b = u->ulo[unit + 1];
     size_t off = comm_zero_split(u->z, a, b, u->counts, u->displs);
     const char *mine = (const char *)gpt_cuda_dev_params(u->g) + off * BF16;
-    s->unit = unit;
+    s->unit = s->held = unit;
     s->queued = 1;
     s->seq = u->seq++;
     if (comm_nccl_after(u->c, u->stream, err) ||
@@ -186,7 +197,7 @@ static int next_unit(const comm_nccl_units *u, int unit, int backward) {
 }
 
 static comm_status need_params(comm_nccl_units *u, int unit, int backward, comm_error_t err) {
-    nslot *s = bound(u->p, unit);
+    nslot *s = holding(u->p, unit);
     if (!s && (s = free_slot(u->p, unit)) && start_gather(u, s, unit, err)) return COMM_ERR;
     if (!s) {
         snprintf(err, COMM_ERRLEN, "ZeRO-3: no free parameter slot for unit %d (a pass "
@@ -194,10 +205,11 @@ static comm_status need_params(comm_nccl_units *u, int unit, int backward, comm_
         return COMM_ERR;
     }
     if (settle(u, s, err)) return COMM_ERR;
+    s->unit = unit;
     gpt_cuda_bind_params(u->g, unit, s->buf);
     int next = next_unit(u, unit, backward);
     nslot *t;
-    if (next >= 0 && !bound(u->p, next) && (t = free_slot(u->p, next)))
+    if (next >= 0 && !holding(u->p, next) && (t = free_slot(u->p, next)))
         return start_gather(u, t, next, err);
     return COMM_OK;
 }
@@ -287,7 +299,7 @@ comm_status comm_nccl_units_drop_params(comm_nccl_units *u, comm_error_t err) {
     for (int i = 0; i < UNIT_SLOTS; i++) {
         if (!u->p[i].buf) continue;
         if (settle(u, &u->p[i], err)) return COMM_ERR;
-        u->p[i].unit = -1;
+        u->p[i].unit = u->p[i].held = -1;
     }
     if (u->z->stage >= 3)
         for (int k = 0; k < u->nunits; k++) gpt_cuda_bind_params(u->g, k, NULL);

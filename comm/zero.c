@@ -77,31 +77,33 @@ static comm_status shrink(comm_zero *z, gpt_model *m, comm_error_t err) {
     }
     size_t n = z->hi - z->lo;
     if (z->stage < 2) return COMM_OK;
-    z->gshard = calloc(n + 1, sizeof(float));
+    if (z->host_grads) z->gshard = calloc(n + 1, sizeof(float));
     if (z->stage >= 3 && (z->pshard = calloc(n + 1, sizeof(float))))
         memcpy(z->pshard, m->params + z->lo, n * sizeof(float));
-    if (!z->gshard || (z->stage >= 3 && !z->pshard)) {
+    if ((z->host_grads && !z->gshard) || (z->stage >= 3 && !z->pshard)) {
         snprintf(err, COMM_ERRLEN, "out of memory for the ZeRO shards");
         return COMM_ERR;
     }
-    if (comm_units_new(&z->units, z, m, err)) return COMM_ERR;
-    gpt_release_grads(m);
+    /* Without host gradients, stage 2 has nothing to lend. */
+    if ((z->host_grads || z->stage >= 3) && comm_units_new(&z->units, z, m, err))
+        return COMM_ERR;
     if (z->stage >= 3) gpt_release_params(m);
     return COMM_OK;
 }
 
 comm_status comm_zero_init(comm_zero *z, gpt_model *m, int stage, size_t bucket_bytes,
-                           const comm_ctx *ctx, comm_error_t err) {
+                           int host_grads, const comm_ctx *ctx, comm_error_t err) {
     memset(z, 0, sizeof(*z));
     if (stage < 0 || stage > 3) {
         snprintf(err, COMM_ERRLEN, "--zero %d is not a ZeRO stage (0, 1, 2 or 3)", stage);
         return COMM_ERR;
     }
     *z = (comm_zero){.stage = stage, .rank = ctx->rank, .world = ctx->world,
-                     .total = m->table.total};
+                     .total = m->table.total, .host_grads = host_grads};
     comm_status st = shard(z, z->total, ctx, err);
     if (!st && stage >= 1) st = shrink(z, m, err);
-    if (!st && stage <= 1 && ctx->world > 1 && bucket_bytes > 0)
+    if (!st && (stage >= 2 || !host_grads)) gpt_release_grads(m);
+    if (!st && stage <= 1 && host_grads && ctx->world > 1 && bucket_bytes > 0)
         st = comm_bucketer_new(&z->bucketer, z, m->grads, bucket_bytes, err);
     if (st) {
         comm_zero_free(z);
@@ -136,7 +138,7 @@ void comm_zero_begin(comm_zero *z, gpt_model *m) {
 
 comm_status comm_zero_micro_done(comm_zero *z, gpt_model *m, comm_error_t err) {
     (void)m;
-    return z->stage < 2 ? COMM_OK : comm_units_finish(z->units, err);
+    return z->stage < 2 || !z->host_grads ? COMM_OK : comm_units_finish(z->units, err);
 }
 
 comm_status comm_zero_reduce(comm_zero *z, gpt_model *m, float *norm, comm_error_t err) {
@@ -181,14 +183,17 @@ comm_status comm_zero_apply(comm_zero *z, gpt_model *m, const gpt_adamw *opt, fl
     return comm_allgather(m->params, z->counts, z->displs, err);
 }
 
+comm_status comm_zero_params_changed(comm_zero *z, gpt_model *m, comm_error_t err) {
+    return z->stage >= 3 ? comm_units_drop_params(z->units, m, err) : COMM_OK;
+}
+
 comm_zero_bytes comm_zero_memory(const comm_zero *z) {
     size_t f = sizeof(float), shard = z->hi - z->lo;
     comm_zero_bytes b = {z->total * f, z->total * f, 2 * z->total * f, 0};
     if (z->stage >= 1) b.optimizer = 2 * shard * f;
-    if (z->stage >= 2) {
-        b.grads = shard * f;
-        b.scratch = comm_units_slot_bytes(z->units);
-    }
+    if (z->stage >= 2) b.grads = shard * f;
+    if (z->units) b.scratch = comm_units_slot_bytes(z->units);
+    if (!z->host_grads) b.grads = 0;
     if (z->stage >= 3) b.params = shard * f;
     return b;
 }

@@ -93,12 +93,19 @@ int gpt_cuda_adam_step(const gpt_cuda *g);
 
 /* Forward over host tokens (B, T), B <= opts.B, T <= opts.T; ids are checked
  * on the host (GPT_ERR_INPUT names the first bad one). With targets, the
- * per-position losses are computed and *mean_loss set (it waits for them).
+ * per-position losses are computed and, when mean_loss is not NULL,
+ * *mean_loss set (it waits for them). With mean_loss NULL the host does
+ * not wait: gpt_cuda_mean_loss reads the loss later, for instance after
+ * the backward pass is queued, so the device never idles between the two.
  * grad_scale > 0 says a gpt_cuda_backward with that scale follows: the
  * fused classifier then leaves the logits' gradient in place of the logits
  * in the same pass. grad_scale == 0 is evaluation. */
 gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, int B,
                             int T, float grad_scale, float *mean_loss, gpt_error_t err);
+
+/* The mean loss of the last forward with targets; waits until the device
+ * has computed it. GPT_ERR_CONFIG before any such forward. */
+gpt_status gpt_cuda_mean_loss(gpt_cuda *g, float *mean_loss, gpt_error_t err);
 
 /* Host copy of the (B, T, padded_vocab) logits of the last forward made
  * with grad_scale == 0 (or without targets), widened to float. */

@@ -192,7 +192,8 @@ static rt_status setup(trainer *tr, rt_error_t err) {
     }
     /* On the GPU the buckets are NCCL's (train_gpu.c), not the host model's. */
     size_t host_buckets = o->device_cuda ? 0 : (size_t)(o->bucket_mb * 1048576.0f);
-    if (comm_zero_init(&tr->zero, &tr->model, o->zero, host_buckets, &tr->comm, cerr)) {
+    if (comm_zero_init(&tr->zero, &tr->model, o->zero, host_buckets, !o->device_cuda,
+                       &tr->comm, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_USAGE;
     }
@@ -323,8 +324,8 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
 static rt_status train_step(trainer *tr, int step, rt_status st, rt_error_t err) {
     double t0 = tr_now(), w0 = comm_wait_seconds(), loss = 0.0;
     comm_set_step(step + 1);
-    if (tr->gpu && !st) st = tr_gpu_zero_grad(tr, err);
-    else comm_zero_begin(&tr->zero, &tr->model);
+    if (!tr->gpu) comm_zero_begin(&tr->zero, &tr->model);
+    else if (!st) st = tr_gpu_zero_grad(tr, err);
     if ((st = micro_steps(tr, &loss, st, err))) return st;
     loss = tr_guard_fault(step + 1, comm_mean_double(loss));
     float norm;
@@ -368,9 +369,10 @@ static void print_plan(const trainer *tr) {
         printf("device: %s\n", dev);
     }
     comm_zero_bytes mem = comm_zero_memory(&tr->zero);
-    printf("memory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
-           "%.1f MiB, working buffers %.1f MiB\n", o->zero, mem.params / 1048576.0,
-           mem.grads / 1048576.0, mem.optimizer / 1048576.0, mem.scratch / 1048576.0);
+    printf("%smemory per rank (ZeRO stage %d): params %.1f MiB, grads %.1f MiB, optimizer "
+           "%.1f MiB, working buffers %.1f MiB\n", o->device_cuda ? "host " : "", o->zero,
+           mem.params / 1048576.0, mem.grads / 1048576.0, mem.optimizer / 1048576.0,
+           mem.scratch / 1048576.0);
 }
 
 /* The signal every rank stops for (any rank's), or 0: one small agreement
@@ -438,9 +440,9 @@ static rt_status same_settings(trainer *tr, rt_error_t err) {
     return RT_ERR_USAGE;
 }
 
-static void teardown(trainer *tr) {
+static void teardown(trainer *tr, rt_status st) {
     ckpt_async_free(tr->saver);
-    tr_gpu_close(tr);
+    tr_gpu_close(tr, st != RT_OK);
     comm_zero_free(&tr->zero);
     gpt_model_free(&tr->model);
     data_loader_close(&tr->train);
@@ -569,7 +571,7 @@ int rt_cmd_train(int argc, char **argv) {
     if (!st && o->resume[0] && !o->dry_run) st = tr_agree(&tr, tr_resume(&tr, err), err);
     rt_preempt_install();
     if (!st) st = run(&tr, err);
-    teardown(&tr);
+    teardown(&tr, st);
     /* Every rank of a job says why it stops, naming itself. */
     if (st && tr.comm.world > 1) {
         rt_error_t mine;

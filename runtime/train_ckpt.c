@@ -212,6 +212,11 @@ rt_status tr_resume(trainer *tr, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_USAGE;
     }
+    comm_error_t zerr;
+    if (comm_zero_params_changed(z, m, zerr)) {
+        snprintf(err, RT_ERRLEN, "%s", zerr);
+        return RT_ERR_RUN;
+    }
     if (data_loader_set_state(&tr->train, (data_loader_state){ts.epoch, ts.cursor}, derr)) {
         snprintf(err, RT_ERRLEN, "%s: %s", path, derr);
         return RT_ERR_USAGE;

@@ -121,9 +121,13 @@ rt_status tr_gpu_open(trainer *tr, rt_error_t err) {
 
 int tr_gpu_overlaps(const trainer *tr) { return tr->gbuckets || tr->gunits; }
 
+/* At stage 3 the unit slots forget the weights they gathered first. */
 rt_status tr_gpu_push(trainer *tr, rt_error_t err) {
     gpt_error_t ge;
+    comm_error_t cerr;
     gpt_model *m = &tr->model;
+    if (tr->zero.pshard && comm_nccl_units_drop_params(tr->gunits, cerr))
+        return comm_fail(cerr, err);
     if (tr->zero.pshard) GTRY(gpt_cuda_set_shard(tr->gpu, tr->zero.pshard, ge));
     else GTRY(gpt_cuda_set_params(tr->gpu, m->params, ge));
     GTRY(gpt_cuda_set_moments(tr->gpu, m->m, m->v, m->adam_step, ge));
@@ -136,9 +140,11 @@ rt_status tr_gpu_push(trainer *tr, rt_error_t err) {
  * the host holds the shard alone (a sample gathers it, as on the CPU). */
 rt_status tr_gpu_pull(trainer *tr, rt_error_t err) {
     gpt_error_t ge;
+    comm_error_t cerr;
     gpt_model *m = &tr->model;
     if (tr->zero.pshard) {
         GTRY(gpt_cuda_get_shard(tr->gpu, tr->zero.pshard, ge));
+        if (comm_zero_params_changed(&tr->zero, m, cerr)) return comm_fail(cerr, err);
     } else {
         if (tr->zero.hi - tr->zero.lo < tr->zero.total && tr->zero.stage >= 1)
             GTRY(gpt_cuda_get_weights(tr->gpu, m->params, ge));
@@ -149,24 +155,30 @@ rt_status tr_gpu_pull(trainer *tr, rt_error_t err) {
     return RT_OK;
 }
 
-/* At stages 2-3 the last micro-step's reductions (and the last pass's
- * gathers) may still run: the watchdog waits for them first, since the
- * forward's own wait for its loss has no timeout. */
-rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err) {
+/* The loss of the pass just queued. At stages 2-3 the compute stream waits
+ * for the unit collectives (stage 3's gathers, the reductions), so the
+ * watchdog waits for them first: a peer that died then ends in an error
+ * after --comm-timeout, not in a wait for the loss that never ends. */
+static rt_status read_loss(trainer *tr, rt_error_t err) {
     gpt_error_t ge;
     comm_error_t cerr;
-    float loss = 0.0f;
     if (tr->gunits && comm_nccl_wait(tr->nccl, tr->o.comm_timeout, "ZeRO unit collectives",
                                      comm_get_step(), cerr))
         return comm_fail(cerr, err);
-    GTRY(gpt_cuda_forward(tr->gpu, tr->inputs, tr->targets, tr->o.batch, tr->o.seq,
-                          training ? 1.0f / tr->accum : 0.0f, &loss, ge));
-    tr->model.mean_loss = loss;
+    GTRY(gpt_cuda_mean_loss(tr->gpu, &tr->model.mean_loss, ge));
     return RT_OK;
 }
 
+/* A training forward's loss is read once its backward is queued too. */
+rt_status tr_gpu_forward(trainer *tr, int training, rt_error_t err) {
+    gpt_error_t ge;
+    GTRY(gpt_cuda_forward(tr->gpu, tr->inputs, tr->targets, tr->o.batch, tr->o.seq,
+                          training ? 1.0f / tr->accum : 0.0f, NULL, ge));
+    return training ? RT_OK : read_loss(tr, err);
+}
+
 /* At stages 2-3 every micro-step's backward reduces its units; their
- * parts join the gradient shard on the device, without a wait here. */
+ * parts join the gradient shard on the device. */
 rt_status tr_gpu_backward(trainer *tr, int last, rt_error_t err) {
     gpt_error_t ge;
     comm_error_t cerr;
@@ -174,7 +186,7 @@ rt_status tr_gpu_backward(trainer *tr, int last, rt_error_t err) {
     GTRY(gpt_cuda_backward(tr->gpu, ge));
     if (tr->gunits && comm_nccl_units_micro_done(tr->gunits, cerr))
         return comm_fail(cerr, err);
-    return RT_OK;
+    return read_loss(tr, err);
 }
 
 rt_status tr_gpu_zero_grad(trainer *tr, rt_error_t err) {
@@ -242,7 +254,10 @@ void tr_gpu_describe(const trainer *tr, char *out, size_t len) {
              (double)bytes / (1 << 30));
 }
 
-void tr_gpu_close(trainer *tr) {
+/* After a failure the communicator is aborted first: a collective still
+ * waiting for a peer would otherwise hold every free below forever. */
+void tr_gpu_close(trainer *tr, int failed) {
+    if (failed) comm_nccl_abort(tr->nccl);
     comm_nccl_units_free(tr->gunits);
     comm_nccl_bucketer_free(tr->gbuckets);
     gpt_cuda_free(tr->gpu);

@@ -146,6 +146,7 @@ rt_status tr_gpu_apply(trainer *tr, const gpt_adamw *opt, float norm, long step,
                        rt_error_t err);
 int tr_gpu_overlaps(const trainer *tr);
 void tr_gpu_describe(const trainer *tr, char *out, size_t len);
-void tr_gpu_close(trainer *tr);
+/* failed: the run stops on an error (collectives may be stuck). */
+void tr_gpu_close(trainer *tr, int failed);
 
 #endif

@@ -39,4 +39,4 @@ void tr_gpu_describe(const trainer *tr, char *out, size_t len) {
     (void)tr;
     snprintf(out, len, "no CUDA in this build");
 }
-void tr_gpu_close(trainer *tr) { (void)tr; }
+void tr_gpu_close(trainer *tr, int failed) { (void)tr; (void)failed; }

@@ -27,10 +27,20 @@ pass
 [ -n "${MPIEXEC:-}" ] || fail "MPIEXEC is not set"
 gib() { # gib ZERO: the device memory a two-rank dry run of GPT-2 124M reports
     timeout 120 "$MPIEXEC" -np 2 --oversubscribe --bind-to none "$GPTRAIN" train $common \
-        --model gpt2-124M --batch 1 --run-dir "$tmp/x" --device cuda --dry-run --zero "$1" |
-        sed -n 's/.*the model needs \([0-9.]*\) GiB.*/\1/p'
+        --model gpt2-124M --batch 1 --run-dir "$tmp/x" --device cuda --dry-run --zero "$1" \
+        >"$tmp/dry$1"
+    sed -n 's/.*the model needs \([0-9.]*\) GiB.*/\1/p' "$tmp/dry$1"
 }
 g0=$(gib 0) g1=$(gib 1) g2=$(gib 2) g3=$(gib 3)
+# The host keeps no gradients (the GPU has them), and no unit slots but
+# stage 3's parameter slots (a sample's forward on the host).
+for z in 0 1 2; do
+    grep -q "^host memory per rank (ZeRO stage $z): .*grads 0.0 MiB, .*working buffers 0.0 MiB" \
+        "$tmp/dry$z" || fail "host memory at ZeRO $z: $(grep memory "$tmp/dry$z")"
+done
+grep -q "^host memory per rank (ZeRO stage 3): .*grads 0.0 MiB, .*working buffers [1-9]" \
+    "$tmp/dry3" || fail "host memory at ZeRO 3: $(grep memory "$tmp/dry3")"
+pass
 awk -v a="$g0" -v b="$g1" 'BEGIN { exit !(a > 0 && b > 0 && b < a - 0.3) }' ||
     fail "two ranks need ${g1:-?} GiB each at ZeRO 1, ${g0:-?} GiB at ZeRO 0"
 awk -v a="$g1" -v b="$g2" -v c="$g3" 'BEGIN { exit !(b > 0 && c > 0 && b < a && c < b) }' ||

@@ -13,7 +13,9 @@
  * sum over micro-steps of the means over ranks, each rounded to bf16 as the
  * device rounds it, the weights a unit gathers must be the step's, and no
  * unit may stay bound. Units cross shard boundaries, and the embedding
- * unit's gradient is written twice (the tied head, then the encoder). */
+ * unit's gradient is written twice (the tied head, then the encoder). At
+ * stage 3 a step gathers each unit once for its first pass, and each later
+ * pass reuses the embeddings and the two units the pass before ended with. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +66,7 @@ typedef struct {
 struct comm_nccl {
     op q[MAXOPS];
     int queued, done; /* ops enqueued, ops run */
+    int gathers;      /* allgathervs enqueued */
 };
 typedef struct {
     int upto; /* the ops before the mark */
@@ -100,6 +103,7 @@ static comm_status enqueue(comm_nccl *c, int gather, const void *mine, void *buf
                            const int *counts, const int *displs) {
     assert_true(c->queued < MAXOPS && g_world <= 8);
     op *o = &c->q[c->queued++];
+    c->gathers += gather;
     o->gather = gather;
     o->buf = buf;
     o->mine = mine;
@@ -282,6 +286,7 @@ static void run_stage(int stage) {
     if (comm_nccl_units_new(&units, &g_fake, &z, &g, err)) fail_msg("%s", err);
     set_weights(&g, 0, total);
     for (int step = 0; step < STEPS; step++) {
+        int gathers = g_fake.gathers;
         memset(g.grads, 0, (g.hi - g.lo) * 2);
         for (int k = 0; k < MICRO; k++) {
             forward(&g, step);
@@ -295,6 +300,8 @@ static void run_stage(int stage) {
                 fail_msg("stage %d step %d element %zu: shard holds %g, want %g", stage, step,
                          i, (double)from_bf16(g.grads[i - g.lo]), (double)expected_grad(i));
         for (int u = 0; u < U; u++) assert_null(g.ug[u]);
+        /* 2 * MICRO + 1 passes: U gathers, then U - 3 per pass. */
+        if (stage >= 3) assert_int_equal(g_fake.gathers - gathers, U + 2 * MICRO * (U - 3));
         if (comm_nccl_units_drop_params(units, err)) fail_msg("%s", err);
         set_weights(&g, step + 1, total); /* the update (and at stage 2 the allgather) */
     }

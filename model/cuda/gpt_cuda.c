@@ -131,6 +131,8 @@ static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
     cudaEvent_t ev;
     CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
     g->staged = ev;
+    CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+    g->lossed = ev;
     /* The memsets ran on the legacy stream, which the model's non-blocking
      * stream does not wait for. */
     CUDA_TRY(cudaDeviceSynchronize(), "clearing the model's memory");
@@ -191,6 +193,7 @@ void gpt_cuda_free(gpt_cuda *g) {
     cudaFreeHost(g->h_plan); cudaFreeHost(g->h_losses);
     free(g->h_counts);
     if (g->staged) cudaEventDestroy((cudaEvent_t)g->staged);
+    if (g->lossed) cudaEventDestroy((cudaEvent_t)g->lossed);
     gpt_cu_ctx_free(&g->ctx);
     gpt_cuda_units_free(g);
     gpt_table_free(&g->table);

@@ -64,6 +64,8 @@ struct gpt_cuda {
     gpt_cu_encoder_plan plan;  /* host plan over h_plan */
     gpt_cu_encoder_plan dplan; /* the same, pointing at a.plan */
     void *staged;              /* cudaEvent_t: the last upload from staging is done */
+    void *lossed;              /* cudaEvent_t: the last forward's losses are in h_losses */
+    int loss_n;                /* positions behind lossed; 0 before a forward with targets */
     int cur_B, cur_T;
     int grad_ready; /* the logits hold their gradient: backward may run */
     int adam_step;

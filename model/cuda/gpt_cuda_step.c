@@ -80,14 +80,25 @@ static gpt_status block_forward(gpt_cuda *g, int l, const gpt_bf16 *resid_in, gp
     return gpt_cu_residual_forward(x, resid3, resid2, a->tmp, (size_t)BT * C, err);
 }
 
-/* The per-position losses to the host, summed in double. */
-static gpt_status mean_loss(gpt_cuda *g, int BT, float *out, gpt_error_t err) {
+/* Queues the per-position losses' download behind the forward pass. */
+static gpt_status download_losses(gpt_cuda *g, int BT, gpt_error_t err) {
     CUDA_TRY(cudaMemcpyAsync(g->h_losses, g->a.losses, (size_t)BT * sizeof(float),
                              cudaMemcpyDeviceToHost, g->ctx.stream), "downloading losses");
-    CUDA_TRY(cudaStreamSynchronize(g->ctx.stream), "forward pass");
+    CUDA_TRY(cudaEventRecord((cudaEvent_t)g->lossed, g->ctx.stream), "cudaEventRecord");
+    g->loss_n = BT;
+    return GPT_OK;
+}
+
+/* The losses summed in double, once their download is done. */
+gpt_status gpt_cuda_mean_loss(gpt_cuda *g, float *out, gpt_error_t err) {
+    if (!g->loss_n) {
+        snprintf(err, GPT_ERRLEN, "no forward pass with targets has run");
+        return GPT_ERR_CONFIG;
+    }
+    CUDA_TRY(cudaEventSynchronize((cudaEvent_t)g->lossed), "forward pass");
     double sum = 0.0;
-    for (int i = 0; i < BT; i++) sum += g->h_losses[i];
-    *out = (float)(sum / BT);
+    for (int i = 0; i < g->loss_n; i++) sum += g->h_losses[i];
+    *out = (float)(sum / g->loss_n);
     return GPT_OK;
 }
 
@@ -130,10 +141,8 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
     TRY(gpt_cu_classifier(&g->ctx, a->logits, a->losses, a->targets, dloss, BT, c->vocab, Vp,
                           err));
     g->grad_ready = dloss != 0.0f;
-    float m = 0.0f;
-    TRY(mean_loss(g, BT, &m, err));
-    if (loss) *loss = m;
-    return GPT_OK;
+    TRY(download_losses(g, BT, err));
+    return loss ? gpt_cuda_mean_loss(g, loss, err) : GPT_OK;
 }
 
 gpt_status gpt_cuda_zero_grad(gpt_cuda *g, gpt_error_t err) {

@@ -40,6 +40,12 @@ static void random_tokens(int *x, int n, int V, unsigned seed) {
     }
 }
 
+/* A (B, T) batch of inputs and targets. */
+static void random_batch(int *in, int *tg, int V, unsigned seed_in, unsigned seed_tg) {
+    random_tokens(in, B * T, V, seed_in);
+    random_tokens(tg, B * T, V, seed_tg);
+}
+
 /* Relative error of each tensor (real vocabulary rows of wte only); returns
  * the worst and names any above tol. */
 static double per_tensor(const gpt_table *tab, const gpt_config *c, const float *got,
@@ -109,8 +115,7 @@ static void test_step_matches_cpu(void **state) {
     int in[B * T], tg[B * T];
     size_t BT = (size_t)B * T, Vp = p.cfg.padded_vocab;
     for (int s = 0; s < 3; s++) {
-        random_tokens(in, B * T, p.cfg.vocab, 100 + s);
-        random_tokens(tg, B * T, p.cfg.vocab, 200 + s);
+        random_batch(in, tg, p.cfg.vocab, 100 + s, 200 + s);
         /* Evaluation forward: logits and loss. */
         float eval_loss = 0;
         float *logits = cu_host(BT * Vp);
@@ -152,8 +157,7 @@ static void test_loss_curve_follows_cpu(void **state) {
     pair p;
     pair_create(&p, 0, 0);
     int in[B * T], tg[B * T];
-    random_tokens(in, B * T, p.cfg.vocab, 5);
-    random_tokens(tg, B * T, p.cfg.vocab, 6);
+    random_batch(in, tg, p.cfg.vocab, 5, 6);
     gpt_adamw opt = OPT;
     opt.lr = 3e-3f;
     float first = 0, gl = 0, cl = 0;
@@ -174,8 +178,7 @@ static void run_steps(int recompute, uint64_t sr, float *out_params, size_t n) {
     pair_create(&p, recompute, sr);
     int in[B * T], tg[B * T];
     for (int s = 0; s < 3; s++) {
-        random_tokens(in, B * T, p.cfg.vocab, 300 + s);
-        random_tokens(tg, B * T, p.cfg.vocab, 400 + s);
+        random_batch(in, tg, p.cfg.vocab, 300 + s, 400 + s);
         gpu_step(p.gpu, in, tg, &OPT);
     }
     gpt_error_t err = "";
@@ -226,8 +229,7 @@ static void test_shard_steps_like_whole(void **state) {
     float *m_all = cu_host(n), *v_all = cu_host(n), *m_sh = cu_host(n), *v_sh = cu_host(n);
     if (gpt_cuda_get_weights(sh, before, err)) fail_msg("%s", err);
     int in[B * T], tg[B * T];
-    random_tokens(in, B * T, p.cfg.vocab, 51);
-    random_tokens(tg, B * T, p.cfg.vocab, 52);
+    random_batch(in, tg, p.cfg.vocab, 51, 52);
     float norm = 0, loss = 0;
     double s_all = 0, s_sh = 0;
     if (gpt_cuda_zero_grad(p.gpu, err) || gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, &loss, err) ||
@@ -349,8 +351,7 @@ static void test_units_bind_like_whole(void **state) {
     if (gpt_cuda_create(&sh, &p.cfg, &o, err) || gpt_cuda_set_params(sh, p.cpu.params, err))
         fail_msg("%s", err);
     int in[B * T], tg[B * T];
-    random_tokens(in, B * T, p.cfg.vocab, 61);
-    random_tokens(tg, B * T, p.cfg.vocab, 62);
+    random_batch(in, tg, p.cfg.vocab, 61, 62);
     float loss = 0, want = 0, norm = 0;
     assert_int_equal(gpt_cuda_forward(sh, in, tg, B, T, 1.0f, &loss, err), GPT_ERR_HOOK);
     assert_non_null(strstr(err, "unit 0's parameters are not bound"));
@@ -396,8 +397,7 @@ static void test_bad_tokens_refused(void **state) {
     pair p;
     pair_create(&p, 0, 0);
     int in[B * T], tg[B * T];
-    random_tokens(in, B * T, p.cfg.vocab, 1);
-    random_tokens(tg, B * T, p.cfg.vocab, 2);
+    random_batch(in, tg, p.cfg.vocab, 1, 2);
     in[17] = p.cfg.vocab;
     gpt_error_t err = "";
     float loss;
@@ -406,6 +406,27 @@ static void test_bad_tokens_refused(void **state) {
     assert_int_equal(gpt_cuda_backward(p.gpu, err), GPT_ERR_CONFIG);
     assert_int_equal(gpt_cuda_forward(p.gpu, in, tg, B + 1, T, 1.0f, &loss, err),
                      GPT_ERR_CONFIG);
+    pair_free(&p);
+}
+
+/* A forward without a loss pointer does not wait: the loss read after its
+ * backward is queued is the forward's own; before any forward there is
+ * none to read. */
+static void test_loss_read_later(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 0);
+    int in[B * T], tg[B * T];
+    random_batch(in, tg, p.cfg.vocab, 3, 4);
+    gpt_error_t err = "";
+    float want = 0.0f, got = -1.0f;
+    assert_int_equal(gpt_cuda_mean_loss(p.gpu, &got, err), GPT_ERR_CONFIG);
+    if (gpt_cuda_forward(p.gpu, in, tg, B, T, 0.0f, &want, err) ||
+        gpt_cuda_zero_grad(p.gpu, err) ||
+        gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, NULL, err) ||
+        gpt_cuda_backward(p.gpu, err) || gpt_cuda_mean_loss(p.gpu, &got, err))
+        fail_msg("%s", err);
+    assert_float_equal(got, want, 1e-6f * want);
     pair_free(&p);
 }
 
@@ -419,6 +440,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_shard_steps_like_whole),
         cmocka_unit_test(test_units_bind_like_whole),
         cmocka_unit_test(test_bad_tokens_refused),
+        cmocka_unit_test(test_loss_read_later),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
