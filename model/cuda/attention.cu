@@ -562,11 +562,40 @@ static gpt_status att_aligned(const char *fn, const char *name, const void *p, g
     return GPT_ERR_CONFIG;
 }
 
+// The kernels' tiles need up to 155 KiB of shared memory per block: A100,
+// H100 and H200 (compute capability 8.0 and 9.x) have it; 8.6 and 8.9 cards
+// (RTX 30/40, A10, L4, L40S) allow 99 KiB, which is a clear error here.
+static gpt_status att_room(gpt_cu_ctx *ctx, size_t bytes, const char *fn, gpt_error_t err) {
+    int most = 0;
+    CU_TRY(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device),
+           fn);
+    if (bytes <= (size_t)most) return GPT_OK;
+    snprintf(err, GPT_ERRLEN, "%s needs %zu KiB of shared memory per block and device %d "
+             "allows %d KiB: the CUDA backend supports compute capability 8.0 and 9.x "
+             "(A100, H100, H200)", fn, bytes / 1024, ctx->device, most / 1024);
+    return GPT_ERR_CONFIG;
+}
+
 template <typename K>
-static gpt_status att_smem(K kernel, size_t bytes, const char *fn, gpt_error_t err) {
+static gpt_status att_smem(gpt_cu_ctx *ctx, K kernel, size_t bytes, const char *fn,
+                           gpt_error_t err) {
+    gpt_status st = att_room(ctx, bytes, fn, err);
+    if (st != GPT_OK) return st;
     CU_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
            fn);
     return GPT_OK;
+}
+
+// The largest of the three kernels' shared memory, checked up front.
+template <int HS>
+static gpt_status att_fits(gpt_cu_ctx *ctx, gpt_error_t err) {
+    typedef AttLayout<HS> L;
+    size_t most = L::FWD > L::KV ? L::FWD : L::KV;
+    return att_room(ctx, most > L::Q ? most : L::Q, "attention", err);
+}
+
+extern "C" gpt_status gpt_cu_attention_fits(gpt_cu_ctx *ctx, int hs, gpt_error_t err) {
+    return hs == 64 ? att_fits<64>(ctx, err) : att_fits<128>(ctx, err);
 }
 
 static int att_tiles(int T) { return (T + ATT_TILE - 1) / ATT_TILE; }
@@ -576,7 +605,7 @@ static gpt_status att_forward(gpt_cu_ctx *ctx, gpt_bf16 *out, float *lse, const 
                               int B, int T, int C, int NH, gpt_error_t err) {
     const char *fn = "attention_forward";
     const size_t smem = AttLayout<HS>::FWD;
-    gpt_status st = att_smem(attn_forward<HS>, smem, fn, err);
+    gpt_status st = att_smem(ctx, attn_forward<HS>, smem, fn, err);
     if (st != GPT_OK) return st;
     const float sc2 = ATT_LOG2E / sqrtf((float)HS);
     attn_forward<HS><<<dim3(att_tiles(T), B * NH), ATT_THREADS, smem, ctx->stream>>>(
@@ -606,9 +635,10 @@ static gpt_status att_backward(gpt_cu_ctx *ctx, gpt_bf16 *dqkv, float *delta,
         delta, dev_bf16(dout), dev_bf16(out), T, NH, rows);
     gpt_status st = cu_launched("attention_backward (delta)", err);
     if (st == GPT_OK)
-        st = att_smem(attn_backward_kv<HS>, AttLayout<HS>::KV, "attention_backward (dk, dv)", err);
+        st = att_smem(ctx, attn_backward_kv<HS>, AttLayout<HS>::KV,
+                      "attention_backward (dk, dv)", err);
     if (st == GPT_OK)
-        st = att_smem(attn_backward_q<HS>, AttLayout<HS>::Q, "attention_backward (dq)", err);
+        st = att_smem(ctx, attn_backward_q<HS>, AttLayout<HS>::Q, "attention_backward (dq)", err);
     if (st != GPT_OK) return st;
     const float scale = 1.0f / sqrtf((float)HS), sc2 = scale * ATT_LOG2E;
     const dim3 grid(att_tiles(T), B * NH);

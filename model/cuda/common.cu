@@ -24,8 +24,9 @@ extern "C" gpt_status gpt_cu_ctx_create(gpt_cu_ctx *ctx, cudaStream_t stream,
     }
     cublasLtHandle_t lt = NULL;
     if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
+        int device = ctx->device; /* the free clears ctx */
         gpt_cu_ctx_free(ctx);
-        snprintf(err, GPT_ERRLEN, "cublasLtCreate failed on device %d", ctx->device);
+        snprintf(err, GPT_ERRLEN, "cublasLtCreate failed on device %d", device);
         return GPT_ERR_DEVICE;
     }
     ctx->lt = lt;
@@ -40,6 +41,9 @@ extern "C" gpt_status gpt_cu_ctx_create(gpt_cu_ctx *ctx, cudaStream_t stream,
         return GPT_ERR_DEVICE;
     }
     ctx->scratch_floats = scratch_floats;
+    /* A launch is checked with cudaGetLastError, which would also report an
+     * error some earlier call left behind: start clean. */
+    cudaGetLastError();
     return GPT_OK;
 }
 

@@ -12,8 +12,9 @@
 
 gpt_status gpt_cuda_check_config(const gpt_config *cfg, gpt_error_t err) {
     int C = cfg->n_embd, hs = cfg->n_head > 0 ? C / cfg->n_head : 0;
-    if (C % 8 != 0) {
-        snprintf(err, GPT_ERRLEN, "the CUDA backend needs channels divisible by 8, not %d", C);
+    if (C % 8 != 0 || C > 8192) {
+        snprintf(err, GPT_ERRLEN, "the CUDA backend needs channels divisible by 8 and at "
+                 "most 8192 (the LayerNorm and encoder kernels' limit), not %d", C);
         return GPT_ERR_CONFIG;
     }
     if (hs != 64 && hs != 128) {
@@ -125,9 +126,6 @@ static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
         snprintf(err, GPT_ERRLEN, "out of host memory");
         return GPT_ERR_NOMEM;
     }
-    /* The plan's three arrays, on the host and their device twins. */
-    g->plan = (gpt_cu_encoder_plan){0, g->h_plan, g->h_plan + BT + 1, g->h_plan + 2 * BT + 2};
-    g->dplan = (gpt_cu_encoder_plan){0, g->a.plan, g->a.plan + BT + 1, g->a.plan + 2 * BT + 2};
     cudaEvent_t ev;
     CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
     g->staged = ev;
@@ -173,8 +171,10 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
         }
     }
     if (!st) st = gpt_cu_ctx_create(&g->ctx, NULL, gpt_cu_scratch_floats(g->cfg.n_embd), err);
+    if (!st) st = gpt_cu_attention_fits(&g->ctx, g->cfg.n_embd / g->cfg.n_head, err);
     if (!st) st = cuda_alloc(g, err);
     if (!st) st = gpt_cuda_units_init(g, err);
+    g->logits_grad = 1; /* no forward yet */
     if (st) {
         gpt_cuda_free(g);
         return st;
@@ -280,9 +280,10 @@ gpt_status gpt_cuda_get_grads(gpt_cuda *g, float *host, gpt_error_t err) {
 }
 
 gpt_status gpt_cuda_get_logits(gpt_cuda *g, float *host, gpt_error_t err) {
-    if (g->grad_ready) {
-        snprintf(err, GPT_ERRLEN, "the logits were replaced by their gradient (a training "
-                 "forward); run the forward with grad_scale 0 to read them");
+    if (g->logits_grad) {
+        snprintf(err, GPT_ERRLEN, "no logits to read: a training forward replaces them by "
+                 "their gradient (and a failed forward leaves none); run the forward with "
+                 "grad_scale 0 to read them");
         return GPT_ERR_CONFIG;
     }
     return fetch_bf16(g, host, g->a.logits,

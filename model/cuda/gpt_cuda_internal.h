@@ -68,6 +68,8 @@ struct gpt_cuda {
     int loss_n;                /* positions behind lossed; 0 before a forward with targets */
     int cur_B, cur_T;
     int grad_ready; /* the logits hold their gradient: backward may run */
+    int logits_grad; /* the logits buffer holds no readable logits (a training
+                      * forward's gradient, or a pass that failed), backward or not */
     int adam_step;
 };
 

@@ -37,6 +37,10 @@ static gpt_status upload_batch(gpt_cuda *g, const int *tokens, const int *target
                                gpt_error_t err) {
     CUDA_TRY(cudaEventSynchronize((cudaEvent_t)g->staged), "waiting for the last upload");
     memcpy(g->h_tokens, tokens, (size_t)BT * sizeof(int));
+    /* The plan's three arrays are laid out for this batch's BT, not the
+     * capacity, so that one copy of 3 BT + 2 ints moves all of them. */
+    g->plan = (gpt_cu_encoder_plan){0, g->h_plan, g->h_plan + BT + 1, g->h_plan + 2 * BT + 2};
+    g->dplan = (gpt_cu_encoder_plan){0, g->a.plan, g->a.plan + BT + 1, g->a.plan + 2 * BT + 2};
     gpt_cu_encoder_plan_build(&g->plan, tokens, BT, g->cfg.vocab, g->h_counts);
     g->dplan.n_uniq = g->plan.n_uniq;
     cudaStream_t s = g->ctx.stream;
@@ -107,6 +111,7 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
     const gpt_config *c = &g->cfg;
     int C = c->n_embd, L = c->n_layer, Vp = c->padded_vocab, BT = B * T;
     g->grad_ready = 0;
+    g->logits_grad = 1; /* until this pass has written logits */
     if (B < 1 || T < 1 || B > g->o.B || T > g->o.T) {
         snprintf(err, GPT_ERRLEN, "batch %dx%d exceeds the model's capacity %dx%d", B, T,
                  g->o.B, g->o.T);
@@ -134,13 +139,14 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
     TELL(GPT_DONE_PARAMS, GPT_UNIT_LNF(c), 0);
     TRY(gpt_cu_matmul_forward(&g->ctx, a->logits, NULL, a->lnf, P(g, GPT_T_WTE), NULL, BT, C,
                               Vp, err));
+    g->logits_grad = 0;
     TELL(GPT_DONE_PARAMS, GPT_UNIT_EMB, 0);
     if (!targets) return GPT_OK;
     /* Mean over the B*T positions, times the caller's accumulation scale. */
     float dloss = grad_scale > 0.0f ? grad_scale / (float)BT : 0.0f;
     TRY(gpt_cu_classifier(&g->ctx, a->logits, a->losses, a->targets, dloss, BT, c->vocab, Vp,
                           err));
-    g->grad_ready = dloss != 0.0f;
+    g->grad_ready = g->logits_grad = dloss != 0.0f;
     TRY(download_losses(g, BT, err));
     return loss ? gpt_cuda_mean_loss(g, loss, err) : GPT_OK;
 }

@@ -202,6 +202,11 @@ gpt_status gpt_cu_attention_backward(gpt_cu_ctx *ctx, gpt_bf16 *dqkv, float *del
                                      const gpt_bf16 *out, const float *lse, int B, int T,
                                      int C, int NH, gpt_error_t err);
 
+/* GPT_OK when ctx's device has the shared memory per block that the
+ * attention kernels need at head size hs (64 or 128); else GPT_ERR_CONFIG
+ * naming the device's limit (compute capability 8.6 and 8.9 fall short). */
+gpt_status gpt_cu_attention_fits(gpt_cu_ctx *ctx, int hs, gpt_error_t err);
+
 /* ---- classifier (classifier.cu) ----------------------------------------- */
 
 /* Fused softmax cross-entropy over the first V of Vp columns of N rows of

@@ -172,6 +172,11 @@ static cublasStatus_t choose_algo(GemmPlan *p, cublasLtHandle_t lt,
             set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, 16));
     LT_STEP("setting MIN_ALIGNMENT_D_BYTES",
             set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, 16));
+    // A split-K reduction in place or in the output type would add partial
+    // sums in bf16; only fp32 partials (or none) keep "accumulate in fp32".
+    LT_STEP("setting REDUCTION_SCHEME_MASK",
+            set_pref(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                     CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     LT_STEP("cublasLtMatmulAlgoGetHeuristic",

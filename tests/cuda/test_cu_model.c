@@ -430,6 +430,32 @@ static void test_loss_read_later(void **state) {
     pair_free(&p);
 }
 
+/* Batches smaller than the model's capacity, (1, T - 5) after a (B, T)
+ * one: the gradients (wte's through the encoder's plan among them) match
+ * the CPU model's; after a training pass there are no logits to read. */
+static void test_smaller_batch_like_cpu(void **state) {
+    (void)state;
+    pair p;
+    pair_create(&p, 0, 0);
+    int in[B * T], tg[B * T];
+    random_batch(in, tg, p.cfg.vocab, 71, 72);
+    gpt_error_t err = "";
+    float loss = 0;
+    enum { T2 = T - 5 };
+    if (gpt_cuda_zero_grad(p.gpu, err) || gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, &loss, err) ||
+        gpt_cuda_backward(p.gpu, err) || gpt_cuda_zero_grad(p.gpu, err) ||
+        gpt_cuda_forward(p.gpu, in, tg, 1, T2, 1.0f, &loss, err) ||
+        gpt_cuda_backward(p.gpu, err) || gpt_cuda_get_grads(p.gpu, p.host, err))
+        fail_msg("%s", err);
+    gpt_zero_grad(&p.cpu);
+    assert_int_equal(gpt_forward(&p.cpu, in, tg, 1, T2, err), GPT_OK);
+    assert_int_equal(gpt_backward(&p.cpu, 1.0f, err), GPT_OK);
+    assert_true(fabsf(loss - p.cpu.mean_loss) <= TOL * p.cpu.mean_loss);
+    assert_true(per_tensor(&p.cpu.table, &p.cfg, p.host, p.cpu.grads, "grad", 0) <= TOL);
+    assert_int_equal(gpt_cuda_get_logits(p.gpu, p.host, err), GPT_ERR_CONFIG);
+    pair_free(&p);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     cu_test_require_gpu(argv[0]);
@@ -441,6 +467,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_units_bind_like_whole),
         cmocka_unit_test(test_bad_tokens_refused),
         cmocka_unit_test(test_loss_read_later),
+        cmocka_unit_test(test_smaller_batch_like_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
