@@ -10,12 +10,14 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { checks=$((checks + 1)); }
 
 # A small English corpus for training tests: a few fortunes files (from the
-# Debian package the bootstrap installs), concatenated.
+# Debian package the bootstrap installs), concatenated. GPTRAIN_FORTUNES names
+# another copy of that folder (bench/gpu/env.sh sets it to the carried one on
+# the GPU machine, which has no fortunes package).
 make_corpus() {
-    local f=/usr/share/games/fortunes
-    [ -r $f/computers ] || fail "the fortunes corpus is missing; run launch/bootstrap.sh"
+    local f=${GPTRAIN_FORTUNES:-/usr/share/games/fortunes}
+    [ -r "$f/computers" ] || fail "the fortunes corpus is missing from $f; run launch/bootstrap.sh"
     mkdir -p "$tmp/corpus"
-    cp $f/computers $f/science "$tmp/corpus/"
+    cp "$f/computers" "$f/science" "$tmp/corpus/"
     "$GPTRAIN" prep --quiet --vocab-size 512 --out "$tmp/data" "$tmp/corpus" >/dev/null ||
         fail "prep failed"
 }

@@ -18,7 +18,8 @@
 #   - exports PATH, LD_LIBRARY_PATH, PKG_CONFIG_PATH, CMAKE_PREFIX_PATH,
 #     HDF5_ROOT, the OPAL_* and PMIX_* install-directory overrides that make the
 #     relocated Open MPI find its plugins, help files, wrapper data and
-#     openmpi-mca-params.conf, and OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1;
+#     openmpi-mca-params.conf, OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1, and
+#     GPTRAIN_FORTUNES (the tests' corpus, from the fortunes packages);
 #   - prints one line saying what it found.
 # Sourcing it twice is harmless. GPTRAIN_DEVDEPS_ALL=1 takes every library from
 # the tree, including those the host has.
@@ -187,6 +188,9 @@ EOF
     export PMIX_SYSCONFDIR=$root/etc
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     export GPTRAIN_DEVDEPS_ROOT=$root GPTRAIN_DEVDEPS_REPO=$repo
+    # The fortunes corpus of the tests (tests/lib.sh) and of the quickstart.
+    [ -r "$root/usr/share/games/fortunes/computers" ] &&
+        export GPTRAIN_FORTUNES=$root/usr/share/games/fortunes
 
     # 6. Report: versions, the libraries taken from the tree, and any library
     #    that does not resolve.

@@ -3,7 +3,8 @@
 # run with CMake on a machine that has a compiler (and CUDA) but none of them
 # and no network (the lent GPU machine): Open MPI (mpirun, mpicc and their
 # plugins), parallel HDF5, OpenBLAS (the OpenMP build), cmocka and pkgconf, plus
-# every shared library they load beyond glibc, libgcc_s, libstdc++ and libgomp.
+# every shared library they load beyond glibc, libgcc_s, libstdc++ and libgomp,
+# and the fortunes corpus that the tests and the quickstart train on.
 #
 # Run it HERE (a Debian 12 machine with apt and a network), from anywhere:
 #     bash bench/gpu/fetch_deps.sh
@@ -43,6 +44,8 @@ pkgs=(
     libopenblas0-openmp libopenblas-openmp-dev libgfortran5 libquadmath0
     # tests, pkg-config
     libcmocka0 libcmocka-dev pkgconf pkgconf-bin libpkgconf3
+    # the corpus of the shell tests and the quickstart (/usr/share/games/fortunes)
+    fortunes fortunes-min
     # what those load in turn (curl, Kerberos, GnuTLS, the verbs providers): the
     # closure check found these on 2026-11-22 and would find them again
     ibverbs-providers libatomic1 libbrotli1 libcom-err2 libffi8 libgmp10 libgnutls30

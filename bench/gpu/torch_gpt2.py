@@ -209,8 +209,8 @@ def main():
     want_compile = a.compile if a.compile is not None else device.type == "cuda"
     torch.manual_seed(a.seed)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # no TF32 switches: under bf16 autocast the matmuls are bf16, and the
+        # legacy flags are deprecated in newer torch
         torch.cuda.reset_peak_memory_stats(device)
     else:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
@@ -227,7 +227,9 @@ def main():
         if not hasattr(torch, "compile"):
             compile_error = "torch.compile is not available in torch %s" % torch.__version__
         else:
-            run_model = torch.compile(model)
+            # static shapes: a retry at a smaller micro-batch after running
+            # out of memory must not turn into dynamic-shape kernels
+            run_model = torch.compile(model, dynamic=False)
     use_autocast = dtype == "bf16"
 
     def sync():
