@@ -133,7 +133,7 @@ typedef struct {
     int host_grads;       /* 0: a GPU computes and reduces the gradients */
     size_t total, lo, hi;
     size_t shard;         /* S: every shard's length before clipping */
-    int *counts, *displs; /* per rank, in floats */
+    int *counts, *displs; /* per rank, in floats, for MPI (displs -1 past INT_MAX) */
     float *gshard;        /* stages 2-3: this rank's accumulated gradient shard */
     float *pshard;        /* stage 3: this rank's parameter shard */
     comm_bucketer *bucketer; /* stages 0-1 with several ranks and buckets on */

@@ -384,7 +384,10 @@ comm_status comm_nccl_alloc(comm_nccl *c, size_t n, float **dev, comm_error_t er
     *dev = NULL;
     CUDA_TRY(cudaSetDevice(c->device));
     CUDA_TRY(cudaMalloc((void **)dev, n * sizeof(float)));
-    CUDA_TRY(cudaMemset(*dev, 0, n * sizeof(float)));
+    /* On NCCL's stream: a plain cudaMemset runs on the legacy stream, which
+     * the non-blocking communication stream does not wait for. */
+    CUDA_TRY(cudaMemsetAsync(*dev, 0, n * sizeof(float), c->stream));
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
     return COMM_OK;
 }
 

@@ -7,6 +7,7 @@
  * learn that a bucket's gradients are final (bucket.c) and where stages 2-3
  * hand out gradient and parameter slots (units.c). */
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,8 @@
 size_t comm_zero_split(const comm_zero *z, size_t a, size_t b, int *counts, int *displs) {
     size_t mine = 0;
     for (int r = 0; r < z->world; r++) {
-        size_t lo = (size_t)z->displs[r], hi = lo + (size_t)z->counts[r];
+        size_t lo = (size_t)r * z->shard < z->total ? (size_t)r * z->shard : z->total;
+        size_t hi = lo + z->shard < z->total ? lo + z->shard : z->total;
         size_t s = a > lo ? a : lo, e = b < hi ? b : hi;
         counts[r] = s < e ? (int)(e - s) : 0;
         displs[r] = s < e ? (int)(s - a) : 0;
@@ -42,9 +44,14 @@ static int zero_hook(void *ctx, gpt_model *m, gpt_unit_event ev, int unit, int b
 static comm_status shard(comm_zero *z, size_t total, const comm_ctx *ctx, comm_error_t err) {
     size_t P = (size_t)ctx->world;
     size_t S = ((total + P - 1) / P + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
-    if (S > (size_t)1 << 30) {
-        snprintf(err, COMM_ERRLEN, "a shard of %zu floats exceeds MPI's int counts; use "
-                 "more ranks", S);
+    /* MPI's counts and displacements are ints. A CPU run moves whole shards
+     * through MPI (z->counts and z->displs), so its shard must stay within
+     * 2^30 floats and the model within INT_MAX. A GPU run moves them with
+     * NCCL (size_t counts) and passes MPI only pieces of a unit, so only a
+     * shard's count must be an int: GPT-2 1558M fits on one GPU. */
+    if (z->host_grads ? S > (size_t)1 << 30 || total > INT_MAX : S > INT_MAX) {
+        snprintf(err, COMM_ERRLEN, "a shard of %zu floats (of %zu) exceeds MPI's int counts; "
+                 "use more ranks", S, total);
         return COMM_ERR;
     }
     z->shard = S;
@@ -57,7 +64,7 @@ static comm_status shard(comm_zero *z, size_t total, const comm_ctx *ctx, comm_e
     for (size_t r = 0; r < P; r++) {
         size_t lo = r * S < total ? r * S : total, hi = lo + S < total ? lo + S : total;
         z->counts[r] = (int)(hi - lo);
-        z->displs[r] = (int)lo;
+        z->displs[r] = lo <= INT_MAX ? (int)lo : -1; /* a GPU run never passes them */
         if ((int)r == ctx->rank) {
             z->lo = lo;
             z->hi = hi;

@@ -104,7 +104,8 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
                             int T, float grad_scale, float *mean_loss, gpt_error_t err);
 
 /* The mean loss of the last forward with targets; waits until the device
- * has computed it. GPT_ERR_CONFIG before any such forward. */
+ * has computed it. GPT_ERR_CONFIG before any such forward, and after one
+ * that failed. */
 gpt_status gpt_cuda_mean_loss(gpt_cuda *g, float *mean_loss, gpt_error_t err);
 
 /* Host copy of the (B, T, padded_vocab) logits of the last forward made

@@ -295,7 +295,12 @@ static rt_status sample(trainer *tr, rt_error_t err) {
  * Ranks agree on their status before any pass that starts collectives
  * (every forward at stage 3; every backward at stages 2-3; the last one when
  * buckets overlap backward), so a rank that failed never meets a collective
- * the others started; otherwise once, after the last micro-step. */
+ * the others started; otherwise once, after the last micro-step. On the CPU
+ * a last backward that overlaps its collectives is not followed by an
+ * agreement (MPI would match it against a peer's bucket). A GPU's
+ * collectives run on NCCL's own communicator, so there the ranks agree
+ * after it too: a rank whose backward failed says so, and its peers stop
+ * with it, instead of waiting in the next MPI collective for the watchdog. */
 static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t err) {
     int per_micro = tr->zero.stage >= 2;
     int overlap = comm_zero_overlaps(&tr->zero) || tr_gpu_overlaps(tr);
@@ -316,7 +321,7 @@ static rt_status micro_steps(trainer *tr, double *loss, rt_status st, rt_error_t
             snprintf(err, RT_ERRLEN, "%s", cerr);
             return RT_ERR_RUN;
         }
-        if (last && agreed) return st;
+        if (last && agreed && !tr->gpu) return st;
     }
     return tr_agree(tr, st, err);
 }
@@ -572,13 +577,15 @@ int rt_cmd_train(int argc, char **argv) {
     rt_preempt_install();
     if (!st) st = run(&tr, err);
     teardown(&tr, st);
-    /* Every rank of a job says why it stops, naming itself. */
+    /* Every rank of a job says why it stops, naming itself, before
+     * comm_finalize: that waits for every rank, and a peer's watchdog may
+     * end the job there. */
     if (st && tr.comm.world > 1) {
         rt_error_t mine;
         snprintf(mine, RT_ERRLEN, "rank %d: %s", tr.comm.rank, err);
         memcpy(err, mine, RT_ERRLEN);
     }
+    rc = st ? rt_fail("train", st, err) : 0;
     comm_finalize(&tr.comm);
-    if (!st && tr.preempted) return RT_EXIT_PREEMPTED;
-    return st ? rt_fail("train", st, err) : 0;
+    return !st && tr.preempted ? RT_EXIT_PREEMPTED : rc;
 }

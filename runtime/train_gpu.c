@@ -47,9 +47,12 @@ static rt_status comm_fail(const char *cerr, rt_error_t err) {
 static gpt_cuda_opts gpu_opts(const trainer *tr, int device) {
     const train_opts *o = &tr->o;
     const comm_zero *z = &tr->zero;
+    /* sr_seed 0 means "off", and --seed 0 is a fine seed: it gets a fixed
+     * non-zero stand-in, so --seed 0 --stochastic-rounding still rounds. */
+    const uint64_t seed = o->seed ? (uint64_t)o->seed : 0x9E3779B97F4A7C15ull;
     gpt_cuda_opts go = {.B = o->batch, .T = o->seq, .device = device,
                         .recompute = o->recompute,
-                        .sr_seed = o->stochastic_rounding ? (uint64_t)o->seed : 0};
+                        .sr_seed = o->stochastic_rounding ? seed : 0};
     if (z->stage >= 1) {
         go.shard_lo = z->lo;
         go.shard_hi = z->hi;

@@ -336,6 +336,37 @@ static void test_slot_bytes(void **state) {
     assert_int_equal(comm_nccl_units_bytes(&z, ulo, U), (208 + 2 * 48) * 4);
 }
 
+/* Models past MPI's int range. GPT-2 1558M on one rank: a GPU run (no host
+ * gradients) is accepted, a CPU run refused with a message. The split of a
+ * range near the end of a 3e9-parameter model over 4 ranks, whose shard
+ * offsets do not fit in an int. */
+static void test_large_models(void **state) {
+    (void)state;
+    float *no_units[2] = {NULL, NULL}; /* a model of no layers has 2 units */
+    gpt_model m;
+    memset(&m, 0, sizeof m);
+    m.unit_grads = no_units;
+    m.table.total = 1557686400;
+    comm_ctx one = {.rank = 0, .world = 1, .local_rank = 0, .local_world = 1};
+    comm_zero z;
+    comm_error_t err = "";
+    if (comm_zero_init(&z, &m, 0, 0, 0, &one, err)) fail_msg("%s", err);
+    assert_true(z.lo == 0 && z.hi == m.table.total);
+    comm_zero_free(&z);
+    assert_int_equal(comm_zero_init(&z, &m, 0, 0, 1, &one, err), COMM_ERR);
+    assert_non_null(strstr(err, "exceeds MPI's int counts"));
+
+    const size_t S = 750000000, a = 2900000000u;
+    comm_zero big = {.rank = 3, .world = 4, .total = 4 * S, .shard = S};
+    int counts[4], displs[4];
+    assert_true(comm_zero_split(&big, a, a + 100, counts, displs) == a - 3 * S);
+    assert_true(counts[0] == 0 && counts[1] == 0 && counts[2] == 0 && counts[3] == 100);
+    assert_int_equal(displs[3], 0);
+    big.rank = 2; /* a range across the shards of ranks 2 and 3 */
+    assert_true(comm_zero_split(&big, 3 * S - 10, 3 * S + 5, counts, displs) == S - 10);
+    assert_true(counts[2] == 10 && counts[3] == 5 && displs[3] == 10);
+}
+
 int main(void) {
     MPI_Init(NULL, NULL);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
@@ -344,6 +375,7 @@ int main(void) {
         cmocka_unit_test(test_stage2),
         cmocka_unit_test(test_stage3),
         cmocka_unit_test(test_slot_bytes),
+        cmocka_unit_test(test_large_models),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

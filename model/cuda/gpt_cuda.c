@@ -185,16 +185,21 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
 
 void gpt_cuda_free(gpt_cuda *g) {
     if (!g) return;
-    if (g->ctx.stream) cudaStreamSynchronize(g->ctx.stream);
-    cudaFree(g->params); cudaFree(g->grads);
-    cudaFree(g->master); cudaFree(g->m); cudaFree(g->v);
-    for (int k = 0; k < 3; k++) cudaFree(g->blocks[k]);
-    cudaFreeHost(g->h_tokens); cudaFreeHost(g->h_targets);
-    cudaFreeHost(g->h_plan); cudaFreeHost(g->h_losses);
+    /* Everything on the device comes after the context's stream. Without it
+     * no CUDA call is made: even cudaFree(NULL) would start a CUDA context
+     * (hundreds of MiB) on a device that a refused config never used. */
+    if (g->ctx.stream) {
+        cudaStreamSynchronize(g->ctx.stream);
+        cudaFree(g->params); cudaFree(g->grads);
+        cudaFree(g->master); cudaFree(g->m); cudaFree(g->v);
+        for (int k = 0; k < 3; k++) cudaFree(g->blocks[k]);
+        cudaFreeHost(g->h_tokens); cudaFreeHost(g->h_targets);
+        cudaFreeHost(g->h_plan); cudaFreeHost(g->h_losses);
+        if (g->staged) cudaEventDestroy((cudaEvent_t)g->staged);
+        if (g->lossed) cudaEventDestroy((cudaEvent_t)g->lossed);
+        gpt_cu_ctx_free(&g->ctx);
+    }
     free(g->h_counts);
-    if (g->staged) cudaEventDestroy((cudaEvent_t)g->staged);
-    if (g->lossed) cudaEventDestroy((cudaEvent_t)g->lossed);
-    gpt_cu_ctx_free(&g->ctx);
     gpt_cuda_units_free(g);
     gpt_table_free(&g->table);
     free(g);

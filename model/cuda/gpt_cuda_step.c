@@ -112,6 +112,7 @@ gpt_status gpt_cuda_forward(gpt_cuda *g, const int *tokens, const int *targets, 
     int C = c->n_embd, L = c->n_layer, Vp = c->padded_vocab, BT = B * T;
     g->grad_ready = 0;
     g->logits_grad = 1; /* until this pass has written logits */
+    if (targets) g->loss_n = 0; /* no stale loss if this pass fails */
     if (B < 1 || T < 1 || B > g->o.B || T > g->o.T) {
         snprintf(err, GPT_ERRLEN, "batch %dx%d exceeds the model's capacity %dx%d", B, T,
                  g->o.B, g->o.T);

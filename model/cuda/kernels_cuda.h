@@ -20,7 +20,9 @@
  * Errors: launchers return GPT_OK or GPT_ERR_DEVICE after writing a one-line
  * message ("layernorm_forward: invalid configuration argument"). They check
  * the launch (cudaGetLastError), not the kernel's completion: a fault inside
- * a kernel surfaces at the next synchronising call, which the model checks.
+ * a kernel surfaces later, at a synchronising call or at a later launch's
+ * check (such errors are sticky), so the kernel a message names may not be
+ * the one that faulted; compute-sanitizer names it.
  * Unsupported shapes give GPT_ERR_CONFIG before anything is launched.
  * Everything is enqueued on ctx->stream and returns without synchronising. */
 #ifndef GPT_KERNELS_CUDA_H

@@ -82,6 +82,8 @@ static float *devf_nan(size_t n) {
     float *d = NULL;
     CU_CHECK(cudaMalloc((void **)&d, (n ? n : 1) * sizeof *d));
     CU_CHECK(cudaMemset(d, 0xFF, (n ? n : 1) * sizeof *d));
+    /* The legacy stream's memset is not ordered with ctx's stream. */
+    CU_CHECK(cudaDeviceSynchronize());
     return dbufs[nd++] = d;
 }
 static float *down_bf16(const gpt_bf16 *d, size_t n) {
