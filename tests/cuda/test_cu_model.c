@@ -1,13 +1,23 @@
 /* test_cu_model.c: the whole CUDA training step against the CPU model, which
- * itself matches the PyTorch fixture to 1e-4 (test_reference). Same weights,
- * same tokens: losses, logits, every gradient tensor and the updated master
- * weights must agree within bf16 tolerance (relative error by norm <= 1e-2,
- * as the CUDA issue asks of the fixture), over several steps and over a
- * short training run. Also: runs repeat bit for bit, --recompute and
- * stochastic rounding stay within tolerance, a ZeRO-1 shard steps exactly
- * as the whole model does on its range, units bound elsewhere by a ZeRO-2/3
- * unit hook step exactly as the plain model and hear the CPU model's events,
- * bad tokens are refused.
+ * itself matches the PyTorch fixture to 1e-4 (test_reference). Same weights
+ * (the CPU model's, rounded to bf16, so both start from identical values),
+ * same tokens. Tolerances, relative errors by norm unless said otherwise:
+ *  - loss, gradient norm, logits: 1e-2 (TOL);
+ *  - gradients: the whole vector 1e-2, as the CUDA issue asks (GRAD_TOL),
+ *    each tensor 2e-2 (GRAD_TENSOR_TOL); wte's real vocabulary rows only;
+ *  - one AdamW step taken by both from the GPU's gradients and norm: master
+ *    weights and moments per tensor 1e-6 (STATE_TOL, as test_cu_adamw);
+ *  - a 30-step training run over 4 batches: |gpu - cpu| loss <= 1e-2 nats at
+ *    every step (CURVE_TOL), and the loss falls below 0.7 of the first.
+ * A CPU emulation of the GPU's bf16 roundings (flash attention's included)
+ * puts the errors here at 6.0e-3 (whole gradient), 7.3e-3 (worst tensor),
+ * 5e-8 (masters), 8e-8 (moments) and 2.9e-3 nats (curve), and at most
+ * 6.1e-3, 8.8e-3 and 4.3e-3 nats over eight perturbed starting weights; a
+ * learning rate 10% off moves the curve by 7e-2 nats.
+ * Also: runs repeat bit for bit, --recompute and stochastic rounding stay
+ * within tolerance, a ZeRO-1 shard steps exactly as the whole model does on
+ * its range, units bound elsewhere by a ZeRO-2/3 unit hook step exactly as
+ * the plain model and hear the CPU model's events, bad tokens are refused.
  * Exits 77 (Skipped) without a GPU. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,7 +32,17 @@
 #include "gpt.h"
 #include "gpt_cuda.h"
 
-#define TOL 1e-2
+#define TOL 1e-2             /* loss, norm and logits */
+/* Gradients differ by bf16 rounding of activations and gradients: the whole
+ * vector by the issue's 1e-2, a tensor (fewer elements, noisier) by twice. */
+#define GRAD_TOL 1e-2
+#define GRAD_TENSOR_TOL 2e-2
+/* The same update of the same inputs differs only by the device's FMA
+ * contractions, about an ulp: 1e-6 still sees a missing weight decay. */
+#define STATE_TOL 1e-6
+/* Loss curve, absolute in nats: the two runs drift apart slowly, by bf16
+ * noise, while the loss stays above 2.5 (test_loss_curve_follows_cpu). */
+#define CURVE_TOL 1e-2f
 enum { B = 3, T = 37 }; /* B*T = 111: no tile divides it */
 
 /* Two layers, head size 64, an awkward vocabulary (131, padded to 192). */
@@ -46,19 +66,43 @@ static void random_batch(int *in, int *tg, int V, unsigned seed_in, unsigned see
     random_tokens(tg, B * T, V, seed_tg);
 }
 
-/* Relative error of each tensor (real vocabulary rows of wte only); returns
- * the worst and names any above tol. */
+/* Elements of tensor i compared: wte's real vocabulary rows only. */
+static size_t compared(const gpt_tensor *t, int i, const gpt_config *c) {
+    return i == GPT_T_WTE ? (size_t)c->vocab * c->n_embd : t->numel;
+}
+
+/* Relative error of each tensor; returns the worst and names any above tol. */
 static double per_tensor(const gpt_table *tab, const gpt_config *c, const float *got,
-                         const float *want, const char *what, int step) {
+                         const float *want, const char *what, int step, double tol) {
     double worst = 0;
     for (int i = 0; i < tab->count; i++) {
         const gpt_tensor *t = &tab->t[i];
-        size_t n = i == GPT_T_WTE ? (size_t)c->vocab * c->n_embd : t->numel;
         char label[96];
         snprintf(label, sizeof label, "step %d %s %s", step, what, t->name);
-        worst = fmax(worst, cu_rel_err(label, got + t->offset, want + t->offset, n, TOL));
+        worst = fmax(worst, cu_rel_err(label, got + t->offset, want + t->offset,
+                                       compared(t, i, c), tol));
     }
     return worst;
+}
+
+/* Relative error of all the tensors' compared elements as one vector. */
+static double whole(const gpt_table *tab, const gpt_config *c, const float *got,
+                    const float *want) {
+    double num = 0, den = 0;
+    for (int i = 0; i < tab->count; i++) {
+        const gpt_tensor *t = &tab->t[i];
+        for (size_t k = t->offset; k < t->offset + compared(t, i, c); k++) {
+            double d = (double)got[k] - want[k];
+            num += d * d;
+            den += (double)want[k] * want[k];
+        }
+    }
+    return sqrt(num / den);
+}
+
+/* x rounded to bf16 in place, to nearest even as gpt_cuda_set_params does. */
+static void round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = gpt_bf16_to_float(gpt_bf16_from_float(x[i]));
 }
 
 typedef struct {
@@ -73,6 +117,8 @@ static void pair_create(pair *p, int recompute, uint64_t sr_seed) {
     p->cfg = small_config();
     assert_int_equal(gpt_model_create(&p->cpu, &p->cfg, B, T, err), GPT_OK);
     gpt_init_weights(&p->cpu, 7);
+    /* The GPU computes with bf16 weights: give the CPU model the same ones. */
+    round_bf16(p->cpu.params, p->cpu.table.total);
     gpt_cuda_opts o = {.B = B, .T = T, .recompute = recompute, .sr_seed = sr_seed};
     if (gpt_cuda_create(&p->gpu, &p->cfg, &o, err)) fail_msg("%s", err);
     if (gpt_cuda_set_params(p->gpu, p->cpu.params, err)) fail_msg("%s", err);
@@ -107,6 +153,47 @@ static float cpu_step(gpt_model *m, const int *in, const int *tg, const gpt_adam
 
 static const gpt_adamw OPT = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
 
+/* The GPU's gradients (got) against the CPU model's. */
+static void check_grads(const pair *p, const float *got, int step) {
+    const gpt_table *tab = &p->cpu.table;
+    double all = whole(tab, &p->cfg, got, p->cpu.grads);
+    double worst = per_tensor(tab, &p->cfg, got, p->cpu.grads, "grad", step, GRAD_TENSOR_TOL);
+    print_message("step %d: gradients off by %.2e whole (tol %.0e), %.2e worst tensor "
+                  "(tol %.0e)\n", step, all, GRAD_TOL, worst, GRAD_TENSOR_TOL);
+    assert_true(all <= GRAD_TOL);
+    assert_true(worst <= GRAD_TENSOR_TOL);
+}
+
+/* The update alone: both models step from the same gradients (the GPU's,
+ * in p->host) and norm, so that bf16 noise in the gradients cannot flip
+ * the sign of an update (a zero bias moves by lr times its gradient's sign,
+ * and the keys' bias has a gradient of pure noise). Both saw the same
+ * gradients at every step, so their moments stay equal too. Afterwards the
+ * CPU's weights, rounded to bf16, become both models' weights again
+ * (set_params resets the masters and leaves the moments): the next step
+ * starts from identical weights. */
+static void update_from_gpu_grads(pair *p, float gpu_norm, int step) {
+    gpt_error_t err = "";
+    const gpt_table *tab = &p->cpu.table;
+    size_t n = tab->total;
+    float *m = cu_host(n), *v = cu_host(n);
+    memcpy(p->cpu.grads, p->host, n * sizeof(float));
+    gpt_update(&p->cpu, &OPT, gpu_norm);
+    if (gpt_cuda_update(p->gpu, &OPT, gpu_norm, err) ||
+        gpt_cuda_get_params(p->gpu, p->host, err) || gpt_cuda_get_moments(p->gpu, m, v, err))
+        fail_msg("%s", err);
+    assert_true(per_tensor(tab, &p->cfg, p->host, p->cpu.params, "master", step, STATE_TOL) <=
+                STATE_TOL);
+    assert_true(per_tensor(tab, &p->cfg, m, p->cpu.m, "m", step, STATE_TOL) <= STATE_TOL);
+    assert_true(per_tensor(tab, &p->cfg, v, p->cpu.v, "v", step, STATE_TOL) <= STATE_TOL);
+    round_bf16(p->cpu.params, n);
+    if (gpt_cuda_set_params(p->gpu, p->cpu.params, err)) fail_msg("%s", err);
+    free(m);
+    free(v);
+}
+
+/* Three steps, each from identical bf16 weights on both: logits, loss,
+ * norm and gradients, then the update from the same gradients. */
 static void test_step_matches_cpu(void **state) {
     (void)state;
     pair p;
@@ -125,7 +212,7 @@ static void test_step_matches_cpu(void **state) {
         assert_int_equal(gpt_forward(&p.cpu, in, tg, B, T, err), GPT_OK);
         assert_true(cu_rel_err("logits", logits, p.cpu.logits, BT * Vp, TOL) <= TOL);
         free(logits);
-        /* Training step: gradients before the update, weights after. */
+        /* Training step: the gradients, then the update on its own. */
         gpt_zero_grad(&p.cpu);
         assert_int_equal(gpt_forward(&p.cpu, in, tg, B, T, err), GPT_OK);
         assert_int_equal(gpt_backward(&p.cpu, 1.0f, err), GPT_OK);
@@ -140,34 +227,44 @@ static void test_step_matches_cpu(void **state) {
         assert_true(fabsf(gpu_loss - p.cpu.mean_loss) <= TOL * p.cpu.mean_loss);
         assert_true(fabsf(eval_loss - gpu_loss) <= 1e-6f * gpu_loss);
         assert_true(fabsf(gpu_norm - cpu_norm) <= TOL * cpu_norm);
-        assert_true(per_tensor(&p.cpu.table, &p.cfg, p.host, p.cpu.grads, "grad", s) <= TOL);
-        gpt_update(&p.cpu, &OPT, cpu_norm);
-        if (gpt_cuda_update(p.gpu, &OPT, gpu_norm, err) ||
-            gpt_cuda_get_params(p.gpu, p.host, err))
-            fail_msg("%s", err);
-        assert_true(per_tensor(&p.cpu.table, &p.cfg, p.host, p.cpu.params, "param", s) <= TOL);
+        check_grads(&p, p.host, s);
+        update_from_gpu_grads(&p, gpu_norm, s);
     }
     pair_free(&p);
 }
 
-/* A short run on one repeated batch: the loss falls on both, and the GPU's
- * curve stays within bf16 noise of the CPU's at every step. */
+/* A short training run, each model on its own: the loss falls on both, and
+ * the GPU's curve stays within bf16 noise of the CPU's at every step. Four
+ * batches in turn keep the loss from collapsing to where one repeated batch
+ * takes it (~0.004, where no bound on the difference means much); at lr
+ * 1e-3 it falls from 4.9 to about 2.9 over the 30 steps. A learning rate 10%
+ * off, or 5% of the last step's gradient leaking into this one, moves the
+ * curve by more than CURVE_TOL; a uniform scale of the gradients does not
+ * (AdamW cancels it), which the gradient checks catch. */
+enum { CURVE_BATCHES = 4, CURVE_STEPS = 30 };
+
 static void test_loss_curve_follows_cpu(void **state) {
     (void)state;
     pair p;
     pair_create(&p, 0, 0);
-    int in[B * T], tg[B * T];
-    random_batch(in, tg, p.cfg.vocab, 5, 6);
+    int in[CURVE_BATCHES][B * T], tg[CURVE_BATCHES][B * T];
+    for (int k = 0; k < CURVE_BATCHES; k++)
+        random_batch(in[k], tg[k], p.cfg.vocab, 500 + 2 * k, 501 + 2 * k);
     gpt_adamw opt = OPT;
-    opt.lr = 3e-3f;
-    float first = 0, gl = 0, cl = 0;
-    for (int s = 0; s < 40; s++) {
-        cl = cpu_step(&p.cpu, in, tg, &opt);
-        gl = gpu_step(p.gpu, in, tg, &opt);
+    opt.lr = 1e-3f;
+    float first = 0, gl = 0, cl = 0, worst = 0;
+    for (int s = 0; s < CURVE_STEPS; s++) {
+        const int *x = in[s % CURVE_BATCHES], *y = tg[s % CURVE_BATCHES];
+        cl = cpu_step(&p.cpu, x, y, &opt);
+        gl = gpu_step(p.gpu, x, y, &opt);
         if (s == 0) first = cl;
-        if (s % 10 == 0) print_message("step %d: loss cpu %.5f gpu %.5f\n", s, cl, gl);
-        assert_true(fabsf(gl - cl) <= 2e-2f * cl);
+        worst = fmaxf(worst, fabsf(gl - cl));
+        if (s % 10 == 0 || !(fabsf(gl - cl) <= CURVE_TOL))
+            print_message("step %d: loss cpu %.5f gpu %.5f\n", s, cl, gl);
+        assert_true(fabsf(gl - cl) <= CURVE_TOL);
     }
+    print_message("last loss cpu %.5f gpu %.5f; worst |gpu - cpu| %.2e (tol %.0e)\n", cl, gl,
+                  worst, CURVE_TOL);
     assert_true(cl < 0.7f * first && gl < 0.7f * first);
     pair_free(&p);
 }
@@ -410,8 +507,8 @@ static void test_bad_tokens_refused(void **state) {
 }
 
 /* A forward without a loss pointer does not wait: the loss read after its
- * backward is queued is the forward's own; before any forward there is
- * none to read. */
+ * backward is queued is the forward's own; before any forward, and after
+ * a refused one, there is none to read. */
 static void test_loss_read_later(void **state) {
     (void)state;
     pair p;
@@ -427,6 +524,9 @@ static void test_loss_read_later(void **state) {
         gpt_cuda_backward(p.gpu, err) || gpt_cuda_mean_loss(p.gpu, &got, err))
         fail_msg("%s", err);
     assert_float_equal(got, want, 1e-6f * want);
+    in[5] = -1; /* a refused pass leaves no loss behind */
+    assert_int_equal(gpt_cuda_forward(p.gpu, in, tg, B, T, 1.0f, NULL, err), GPT_ERR_INPUT);
+    assert_int_equal(gpt_cuda_mean_loss(p.gpu, &got, err), GPT_ERR_CONFIG);
     pair_free(&p);
 }
 
@@ -451,7 +551,7 @@ static void test_smaller_batch_like_cpu(void **state) {
     assert_int_equal(gpt_forward(&p.cpu, in, tg, 1, T2, err), GPT_OK);
     assert_int_equal(gpt_backward(&p.cpu, 1.0f, err), GPT_OK);
     assert_true(fabsf(loss - p.cpu.mean_loss) <= TOL * p.cpu.mean_loss);
-    assert_true(per_tensor(&p.cpu.table, &p.cfg, p.host, p.cpu.grads, "grad", 0) <= TOL);
+    check_grads(&p, p.host, 0);
     assert_int_equal(gpt_cuda_get_logits(p.gpu, p.host, err), GPT_ERR_CONFIG);
     pair_free(&p);
 }
