@@ -12,7 +12,7 @@
 # runs `build` first when there is none (a no-op when it is up to date).
 # A failed build stops the run; any other failed stage is reported, the
 # next one runs, and the exit status is 1. BENCH_MODELS="124M 350M" picks
-# the bench stage's models, SANITIZE_BUDGET (seconds, 420) bounds the
+# the bench stage's models, SANITIZE_BUDGET (seconds, 300) bounds the
 # sanitizers, and GPTRAIN_COMMIT names the commit where .git did not travel.
 # Results go to $OUT (the device tool's folder, which returns at most 8
 # files) or /tmp/gpu-out: a log per stage, and bench.md, attention.md and
@@ -45,7 +45,7 @@ stage_tests() {
 # sanitize.txt; the output shows each run's error summary. The runs share
 # SANITIZE_BUDGET seconds; one that does not fit is reported as skipped.
 stage_sanitize() {
-    local cs=compute-sanitizer t tool left rc=0 deadline=$((SECONDS + ${SANITIZE_BUDGET:-420}))
+    local cs=compute-sanitizer t tool left rc=0 deadline=$((SECONDS + ${SANITIZE_BUDGET:-300}))
     command -v $cs >/dev/null || cs=/usr/local/cuda/bin/compute-sanitizer
     : >"$out/sanitize.txt"
     for run in memcheck:test_cu_attention memcheck:test_cu_layers memcheck:test_cu_matmul \
