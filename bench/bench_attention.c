@@ -1,8 +1,10 @@
 /* bench_attention.c: times our causal flash attention (model/cuda/attention.cu)
- * alone, forward and forward + backward, on random bf16 inputs, and prints
- * one JSON line. bench/gpu/torch_attention.py times PyTorch's SDPA back ends
- * (cuDNN's and FlashAttention's) on the same shapes, so that `run.sh
- * attention` tells whether cuDNN's SDPA would be faster than ours.
+ * and cuDNN's fused attention as the model calls it (attention_cudnn.c,
+ * --attention cudnn) alone, forward and forward + backward, on random bf16
+ * inputs, and prints one JSON line for each ("gptrain", "gptrain-cudnn").
+ * bench/gpu/torch_attention.py times PyTorch's SDPA back ends (cuDNN's and
+ * FlashAttention's) on the same shapes, so `run.sh attention` puts them all
+ * side by side.
  * usage: bench_attention B T NH HS ITERS
  * FLOPs follow the FlashAttention benchmarks' convention: forward 4 B NH T^2
  * HS / 2 (causal: half the score matrix), backward 2.5 times the forward. */
@@ -34,8 +36,9 @@ static gpt_bf16 *random_dev(size_t n, unsigned seed) {
 
 /* Median milliseconds of ITERS runs of forward (with_backward 0) or
  * forward + backward, after three warm-up runs. */
-static int time_it(gpt_cu_ctx *x, int with_backward, int iters, int B, int T, int NH, int HS,
-                   gpt_bf16 *const buf[4], float *lse, float *delta, double *med) {
+static int time_it(gpt_cu_ctx *x, gpt_cudnn_att *cu, int with_backward, int iters, int B,
+                   int T, int NH, int HS, gpt_bf16 *const buf[4], float *lse, float *delta,
+                   double *med) {
     int C = NH * HS;
     gpt_error_t err;
     cudaEvent_t a, b;
@@ -44,11 +47,14 @@ static int time_it(gpt_cu_ctx *x, int with_backward, int iters, int B, int T, in
     double *ms = malloc(sizeof(double) * (size_t)iters);
     for (int i = -3; ms && i < iters; i++) {
         cudaEventRecord(a, x->stream);
-        if (gpt_cu_attention_forward(x, buf[1], lse, buf[0], B, T, C, NH, err) ||
-            (with_backward &&
-             gpt_cu_attention_backward(x, buf[3], delta, buf[2], buf[0], buf[1], lse, B, T, C,
-                                       NH, err)))
-            return fail(err);
+        gpt_status st = cu ? gpt_cudnn_attention_forward(cu, buf[1], lse, buf[0], B, T, C, NH, err)
+                           : gpt_cu_attention_forward(x, buf[1], lse, buf[0], B, T, C, NH, err);
+        if (!st && with_backward)
+            st = cu ? gpt_cudnn_attention_backward(cu, buf[3], buf[2], buf[0], buf[1], lse, B, T,
+                                                   C, NH, err)
+                    : gpt_cu_attention_backward(x, buf[3], delta, buf[2], buf[0], buf[1], lse,
+                                                B, T, C, NH, err);
+        if (st) return fail(err);
         cudaEventRecord(b, x->stream);
         float t = 0;
         if (cudaEventSynchronize(b) != cudaSuccess) return fail("a kernel failed");
@@ -87,18 +93,29 @@ int main(int argc, char **argv) {
         return fail("out of device memory");
     /* The uploads ran on the legacy stream, which the context's does not wait for. */
     if (cudaDeviceSynchronize() != cudaSuccess) return fail("uploading the inputs");
-    double fwd = 0, both = 0;
-    if (time_it(&x, 0, iters, B, T, NH, HS, buf, lse, delta, &fwd) ||
-        time_it(&x, 1, iters, B, T, NH, HS, buf, lse, delta, &both))
-        return 1;
     double flops = 4.0 * B * NH * (double)T * T * HS / 2.0;
     char name[256] = "";
     struct cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) snprintf(name, sizeof name, "%s", p.name);
-    printf("{\"impl\":\"gptrain\",\"device\":\"%s\",\"B\":%d,\"T\":%d,\"NH\":%d,\"HS\":%d,"
-           "\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
-           name, B, T, NH, HS, fwd, both, flops / (fwd * 1e-3) / 1e12,
-           3.5 * flops / (both * 1e-3) / 1e12);
+    gpt_cudnn_att *cu = NULL;
+    for (int impl = 0; impl < 2; impl++) {
+        const char *id = impl ? "gptrain-cudnn" : "gptrain";
+        double fwd = 0, both = 0;
+        if (impl && gpt_cudnn_att_create(&cu, &x, err)) {
+            printf("{\"impl\":\"%s\",\"B\":%d,\"T\":%d,\"NH\":%d,\"HS\":%d,\"error\":\"%s\"}\n",
+                   id, B, T, NH, HS, "no cuDNN in this build");
+            break;
+        }
+        if (time_it(&x, cu, 0, iters, B, T, NH, HS, buf, lse, delta, &fwd) ||
+            time_it(&x, cu, 1, iters, B, T, NH, HS, buf, lse, delta, &both))
+            return 1;
+        printf("{\"impl\":\"%s\",\"device\":\"%s\",\"B\":%d,\"T\":%d,\"NH\":%d,\"HS\":%d,"
+               "\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
+               id, name, B, T, NH, HS, fwd, both, flops / (fwd * 1e-3) / 1e12,
+               3.5 * flops / (both * 1e-3) / 1e12);
+        fflush(stdout);
+    }
+    gpt_cudnn_att_free(cu);
     for (int i = 0; i < 4; i++) cudaFree(buf[i]);
     cudaFree(lse);
     cudaFree(delta);

@@ -3,7 +3,8 @@
  * tokens and prints one JSON line: device, median ms/step, tokens/s, model
  * TFLOP/s and MFU against the device table (model/cuda/devices.c; "null"
  * for an unknown GPU), and the device memory the model took.
- * usage: bench_gpu PRESET B T STEPS [--recompute]
+ * usage: bench_gpu PRESET B T STEPS [--recompute] [--cudnn]
+ * --cudnn trains with cuDNN's fused attention (--attention cudnn).
  * B = 0 picks the largest power of two whose estimated memory
  * (gpt_cuda_bytes) fits in 90% of the free device memory. */
 #include <stdio.h>
@@ -30,14 +31,22 @@ static int auto_batch(const gpt_config *cfg, gpt_cuda_opts o) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5 || argc > 6 || (argc == 6 && strcmp(argv[5], "--recompute"))) {
-        fprintf(stderr, "usage: bench_gpu PRESET B T STEPS [--recompute]\n");
+    gpt_cuda_opts o = {0};
+    int bad = argc < 5;
+    for (int i = 5; i < argc; i++) {
+        if (!strcmp(argv[i], "--recompute")) o.recompute = 1;
+        else if (!strcmp(argv[i], "--cudnn")) o.attention = GPT_CUDA_ATT_CUDNN;
+        else bad = 1;
+    }
+    if (bad) {
+        fprintf(stderr, "usage: bench_gpu PRESET B T STEPS [--recompute] [--cudnn]\n");
         return 2;
     }
     gpt_config cfg;
     gpt_error_t err;
     if (gpt_config_preset(argv[1], &cfg, err) || gpt_config_finish(&cfg, err)) return fail(err);
-    gpt_cuda_opts o = {.B = atoi(argv[2]), .T = atoi(argv[3]), .recompute = argc == 6};
+    o.B = atoi(argv[2]);
+    o.T = atoi(argv[3]);
     int steps = atoi(argv[4]);
     if (steps < 1) return fail("STEPS must be >= 1");
     if (cudaSetDevice(0) != cudaSuccess) return fail("no CUDA device");
@@ -79,10 +88,12 @@ int main(int argc, char **argv) {
     char mfu[32] = "null";
     if (peak > 0) snprintf(mfu, sizeof mfu, "%.4f", tflops / peak);
     printf("{\"impl\":\"gptrain\",\"device\":\"%s\",\"model\":\"%s\",\"B\":%d,\"T\":%d,"
-           "\"recompute\":%s,\"steps\":%d,\"ms_per_step\":%.3f,\"ms_min\":%.3f,"
+           "\"attention\":\"%s\",\"recompute\":%s,\"steps\":%d,\"ms_per_step\":%.3f,"
+           "\"ms_min\":%.3f,"
            "\"tok_per_s\":%.0f,\"tflops\":%.1f,\"peak_tflops\":%.1f,\"mfu\":%s,"
            "\"device_gib\":%.2f,\"loss\":%.4f}\n",
-           name, argv[1], o.B, o.T, o.recompute ? "true" : "false", steps, med, ms[0],
+           name, argv[1], o.B, o.T, o.attention ? "cudnn" : "gptrain",
+           o.recompute ? "true" : "false", steps, med, ms[0],
            BT / (med * 1e-3), tflops, peak, mfu, (double)(free0 - free1) / (1 << 30), loss);
     gpt_cuda_free(g);
     free(tok);

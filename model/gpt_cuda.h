@@ -23,11 +23,18 @@
 
 typedef struct gpt_cuda gpt_cuda;
 
+/* Which attention kernels the passes use: ours (model/cuda/attention.cu,
+ * the default) or cuDNN's fused flash-attention engine (attention_cudnn.c).
+ * Same inputs and outputs, so either can train a run; they differ in speed
+ * and in the bits (bench/gpu/run.sh attention compares them). */
+enum { GPT_CUDA_ATT_OURS = 0, GPT_CUDA_ATT_CUDNN = 1 };
+
 /* What gpt_cuda_create needs beyond the config. */
 typedef struct {
     int B, T;          /* activation capacity: micro-batch and sequence length */
     int device;        /* CUDA device ordinal (the local rank, usually) */
     int recompute;     /* 1: keep no GELU outputs; backward recomputes them */
+    int attention;     /* GPT_CUDA_ATT_OURS (attention.cu) or _CUDNN (cuDNN's engine) */
     uint64_t sr_seed;  /* != 0: stochastic rounding of the bf16 weights */
     /* ZeRO-1: the fp32 master weights and the moments exist for elements
      * [shard_lo, shard_hi) of the table only, and the update steps only

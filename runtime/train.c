@@ -91,6 +91,10 @@ static rt_status check_opts(trainer *tr, rt_error_t err) {
                  "0 <= --beta1, --beta2 < 1, --eps > 0");
     else if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))
         snprintf(err, RT_ERRLEN, "--device '%s' is not cpu or cuda", o->device);
+    else if (strcmp(o->attention, "gptrain") && strcmp(o->attention, "cudnn"))
+        snprintf(err, RT_ERRLEN, "--attention '%s' is not gptrain or cudnn", o->attention);
+    else if (!strcmp(o->attention, "cudnn") && strcmp(o->device, "cuda"))
+        snprintf(err, RT_ERRLEN, "--attention cudnn needs --device cuda");
     else
         return rt_schedule_kind(o->schedule, &tr->sched.kind, err);
     return RT_ERR_USAGE;
@@ -470,7 +474,7 @@ int rt_cmd_train(int argc, char **argv) {
         .val_batches = 10, .sample_tokens = 128, .log_every = 1, .bucket_mb = 25.0f,
         .comm_timeout = 600, .keep_last = 3, .straggler_every = 100,
         .straggler_threshold = 1.25f, .spike_zscore = 6.0f, .max_skips = 5, .resume = "",
-        .init_from = "", .profile = "", .device = "cpu"};
+        .init_from = "", .profile = "", .device = "cpu", .attention = "gptrain"};
     rt_flag flags[] = {
         {"config", RT_STR, &o->config, "read flags from this file (key = value lines, keys "
                                        "as the flag names); flags given here override it"},
@@ -532,6 +536,8 @@ int rt_cmd_train(int argc, char **argv) {
                                        "reduces gradients; any --zero"},
         {"recompute", RT_BOOL, &o->recompute, "cuda: keep no GELU outputs, recompute them in "
                                               "backward (less memory)"},
+        {"attention", RT_STR, &o->attention, "cuda: the attention kernels, gptrain (ours) or "
+                                             "cudnn (cuDNN's fused flash attention)"},
         {"stochastic-rounding", RT_BOOL, &o->stochastic_rounding, "cuda: round the bf16 "
                                                                   "weights stochastically "
                                                                   "(seeded by --seed)"},

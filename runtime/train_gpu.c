@@ -52,6 +52,8 @@ static gpt_cuda_opts gpu_opts(const trainer *tr, int device) {
     const uint64_t seed = o->seed ? (uint64_t)o->seed : 0x9E3779B97F4A7C15ull;
     gpt_cuda_opts go = {.B = o->batch, .T = o->seq, .device = device,
                         .recompute = o->recompute,
+                        .attention = strcmp(o->attention, "cudnn") ? GPT_CUDA_ATT_OURS
+                                                                    : GPT_CUDA_ATT_CUDNN,
                         .sr_seed = o->stochastic_rounding ? seed : 0};
     if (z->stage >= 1) {
         go.shard_lo = z->lo;

@@ -29,6 +29,7 @@ typedef struct {
     const char *device; /* --device: "cpu" or "cuda" */
     int device_cuda;    /* resolved from device */
     int recompute, stochastic_rounding; /* --device cuda's memory and rounding options */
+    const char *attention; /* --attention: "gptrain" or "cudnn" (--device cuda) */
 } train_opts;
 
 /* The numerics guard's memory: the last accepted losses. */

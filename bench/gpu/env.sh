@@ -211,9 +211,17 @@ EOF
     cuda=none
     command -v nvcc >/dev/null 2>&1 && cuda="nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
     nccl=$(_gd_find_nccl | head -1)
+    # cuDNN loads its engine libraries by name: a pip-installed one needs its
+    # folder on the library path.
+    local cudnn
+    cudnn=$(_gd_find_cudnn | head -1)
+    case $cudnn in
+        *site-packages*|*dist-packages*)
+            export LD_LIBRARY_PATH="$(dirname "${cudnn#* }"):${LD_LIBRARY_PATH:-}" ;;
+    esac
     echo "env.sh: .devdeps: Open MPI ${mpiv:-?}, HDF5 ${hdfv:-?}, OpenBLAS ${blasv:-?}," \
          "cmocka ${cmv:-?}; $nforced libs forced + $nfall as fallback${fallen:+ (${fallen# })};" \
-         "ldd: ${bad:-all resolve}; CUDA: $cuda; NCCL: ${nccl:-not found}${dropped:+; unset:$dropped}$unxz"
+         "ldd: ${bad:-all resolve}; CUDA: $cuda; NCCL: ${nccl:-not found}; cuDNN: ${cudnn:-not found}${dropped:+; unset:$dropped}$unxz"
 }
 
 # _gd_find_nccl: prints "INCLUDE_DIR LIBRARY" of an NCCL (the toolkit's, the
@@ -229,18 +237,40 @@ _gd_find_nccl() {
             [ -e "$lib" ] && { echo "$d $lib"; return 0; }
         done
     done
+    _gd_find_pip nccl nccl.h libnccl.so
+}
+
+# _gd_find_cudnn: prints "INCLUDE_DIR LIBRARY" of a cuDNN 9 (the toolkit's or
+# the one pip installed with PyTorch), nothing if none. --attention cudnn
+# needs it; the build works without it.
+_gd_find_cudnn() {
+    local d lib
+    for d in /usr/local/cuda/include /usr/include ${CUDA_HOME:+$CUDA_HOME/include}; do
+        [ -f "$d/cudnn_version.h" ] || continue
+        for lib in /usr/local/cuda/lib64/libcudnn.so /usr/local/cuda/lib/libcudnn.so \
+                   /usr/lib/x86_64-linux-gnu/libcudnn.so /usr/local/cuda/lib64/libcudnn.so.9; do
+            [ -e "$lib" ] && { echo "$d $lib"; return 0; }
+        done
+    done
+    _gd_find_pip cudnn cudnn_version.h libcudnn.so
+}
+
+# _gd_find_pip NAME HEADER LIB: prints "INCLUDE_DIR LIBRARY" of the NVIDIA
+# wheel NAME that pip installed (nvidia/NAME/{include,lib}), nothing if none.
+_gd_find_pip() {
     command -v python3 >/dev/null 2>&1 || return 0
-    python3 - <<'PY' 2>/dev/null
+    python3 - "$@" <<'PY' 2>/dev/null
 import glob, os, sys
+name, header, lib = sys.argv[1:4]
 try:
     import nvidia
     paths = list(nvidia.__path__)
 except Exception:
     paths = []
 for p in paths:
-    inc = os.path.join(p, "nccl", "include")
-    libs = sorted(glob.glob(os.path.join(p, "nccl", "lib", "libnccl.so*")))
-    if os.path.isfile(os.path.join(inc, "nccl.h")) and libs:
+    inc = os.path.join(p, name, "include")
+    libs = sorted(glob.glob(os.path.join(p, name, "lib", lib + "*")))
+    if os.path.isfile(os.path.join(inc, header)) and libs:
         print(inc, libs[0])
         break
 PY
@@ -278,6 +308,11 @@ gpu_configure() {
         nccl=$(_gd_find_nccl | head -1)
         if [ -n "$nccl" ]; then
             args+=(-DNCCL_INCLUDE_DIR="${nccl%% *}" -DNCCL_LIBRARY="${nccl#* }")
+        fi
+        local cudnn
+        cudnn=$(_gd_find_cudnn | head -1)
+        if [ -n "$cudnn" ]; then
+            args+=(-DCUDNN_INCLUDE_DIR="${cudnn%% *}" -DCUDNN_LIBRARY="${cudnn#* }")
         fi
     fi
     echo "gpu_configure: cmake ${args[*]} $*"

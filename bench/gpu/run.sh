@@ -64,7 +64,8 @@ stage_sanitize() {
 }
 
 # gptrain and PyTorch on the same GPU: the largest power-of-two micro-batch
-# that fits gptrain (B=0), and the same B for PyTorch.
+# that fits gptrain (B=0), and the same B for PyTorch; gptrain a second time
+# with cuDNN's attention (--attention cudnn) at the same B.
 stage_bench() {
     local date
     date=$(date -u +%Y-%m-%d)
@@ -74,6 +75,8 @@ stage_bench() {
         ours=$("$build/bench/bench_gpu" "gpt2-$m" 0 1024 20) || { echo "bench_gpu $m failed"; continue; }
         echo "$ours" | tee -a "$out/bench.jsonl"
         b=$(echo "$ours" | python3 -c 'import json,sys; print(json.load(sys.stdin)["B"])')
+        "$build/bench/bench_gpu" "gpt2-$m" "$b" 1024 20 --cudnn | tee -a "$out/bench.jsonl" ||
+            echo "bench_gpu $m --cudnn failed"
         PYTHONUNBUFFERED=1 timeout 400 python3 bench/gpu/torch_gpt2.py --model "$m" --batch "$b" \
             --seq 1024 --steps 20 --warmup 5 --compile --json \
             --peak-tflops "$(echo "$ours" | python3 -c 'import json,sys; print(json.load(sys.stdin)["peak_tflops"])')" \
@@ -82,24 +85,27 @@ stage_bench() {
     python3 - "$out/bench.jsonl" "$date" "$commit" <<'EOF' | tee "$out/bench.md"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-ours = {r["model"].replace("gpt2-", ""): r for r in rows if r.get("impl") == "gptrain"}
+ours = [r for r in rows if r.get("impl") == "gptrain"]
 peer = {r["model"]: r for r in rows if r.get("impl") == "pytorch"}
-print(f"| date | commit | device | model | B x T | gptrain tok/s | MFU | PyTorch tok/s "
-      f"(compile) | gptrain / PyTorch |")
-print("|---|---|---|---|---|---|---|---|---|")
-for m, r in ours.items():
+print(f"| date | commit | device | model | attention | B x T | gptrain tok/s | MFU | "
+      f"PyTorch tok/s (compile) | gptrain / PyTorch |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in ours:
+    m = r["model"].replace("gpt2-", "")
     p = peer.get(m, {})
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "unknown"
     ptok = p.get("tok_per_s")
     ratio = f"{r['tok_per_s'] / ptok:.2f}x" if ptok else "n/a"
-    print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['device']} | {m} | {r['B']} x {r['T']} | "
-          f"{r['tok_per_s']:.0f} | {mfu} | {ptok or 'n/a'} ({p.get('compile')}) | {ratio} |")
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['device']} | {m} | {r.get('attention')} | "
+          f"{r['B']} x {r['T']} | {r['tok_per_s']:.0f} | {mfu} | {ptok or 'n/a'} "
+          f"({p.get('compile')}) | {ratio} |")
 EOF
 }
 
 # Our attention against PyTorch's SDPA back ends (cuDNN's, FlashAttention's)
 # at the attention shapes of GPT-2 124M and 350M (head size 64) and a head
-# size of 128, T = 1024: whether cuDNN's SDPA would beat ours.
+# size of 128, T = 1024; bench_attention times ours and cuDNN's as the model
+# calls them (--attention gptrain, cudnn).
 stage_attention() {
     : >"$out/attention.jsonl"
     for shape in "16 1024 12 64" "16 1024 16 64" "16 1024 8 128"; do

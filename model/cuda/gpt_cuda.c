@@ -86,7 +86,12 @@ size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
     gpt_cuda_acts a;
     gpt_cuda_sizes s = gpt_cuda_acts_layout(&a, NULL, &c, o->B, o->T, o->recompute);
     size_t bf16 = param_elems(o, lo, hi, cap) + grad_elems(o, lo, hi, cap);
-    return bf16 * sizeof(gpt_bf16) + (hi - lo) * 3 * sizeof(float) +
+    /* cuDNN's attention: our fp32 dQ accumulator and row sums (its plans'
+     * own workspace is not known before they are built) */
+    size_t att = o->attention == GPT_CUDA_ATT_CUDNN
+                     ? (size_t)o->B * o->T * (c.n_embd + c.n_head) * sizeof(float)
+                     : 0;
+    return att + bf16 * sizeof(gpt_bf16) + (hi - lo) * 3 * sizeof(float) +
            s.bf16 * sizeof(gpt_bf16) +
            s.f32 * sizeof(float) + s.ints * sizeof(int) +
            gpt_cu_scratch_floats(c.n_embd) * sizeof(float) + ((size_t)32 << 20);
@@ -149,6 +154,10 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
     g->o = *o;
     gpt_status st = gpt_config_finish(&g->cfg, err);
     if (!st) st = gpt_cuda_check_config(&g->cfg, err);
+    if (!st && o->attention != GPT_CUDA_ATT_OURS && o->attention != GPT_CUDA_ATT_CUDNN) {
+        snprintf(err, GPT_ERRLEN, "unknown attention kernels %d", o->attention);
+        st = GPT_ERR_CONFIG;
+    }
     if (!st && (o->B < 1 || o->T < 1 || o->T > g->cfg.max_seq)) {
         snprintf(err, GPT_ERRLEN, "sequence length %d must be in [1, max sequence length %d] "
                  "and batch %d at least 1", o->T, g->cfg.max_seq, o->B);
@@ -171,7 +180,10 @@ gpt_status gpt_cuda_create(gpt_cuda **out, const gpt_config *cfg, const gpt_cuda
         }
     }
     if (!st) st = gpt_cu_ctx_create(&g->ctx, NULL, gpt_cu_scratch_floats(g->cfg.n_embd), err);
-    if (!st) st = gpt_cu_attention_fits(&g->ctx, g->cfg.n_embd / g->cfg.n_head, err);
+    if (!st && o->attention == GPT_CUDA_ATT_CUDNN)
+        st = gpt_cudnn_att_create(&g->cudnn, &g->ctx, err);
+    else if (!st)
+        st = gpt_cu_attention_fits(&g->ctx, g->cfg.n_embd / g->cfg.n_head, err);
     if (!st) st = cuda_alloc(g, err);
     if (!st) st = gpt_cuda_units_init(g, err);
     g->logits_grad = 1; /* no forward yet */
@@ -190,6 +202,7 @@ void gpt_cuda_free(gpt_cuda *g) {
      * (hundreds of MiB) on a device that a refused config never used. */
     if (g->ctx.stream) {
         cudaStreamSynchronize(g->ctx.stream);
+        gpt_cudnn_att_free(g->cudnn);
         cudaFree(g->params); cudaFree(g->grads);
         cudaFree(g->master); cudaFree(g->m); cudaFree(g->v);
         for (int k = 0; k < 3; k++) cudaFree(g->blocks[k]);

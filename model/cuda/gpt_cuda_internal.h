@@ -45,6 +45,7 @@ struct gpt_cuda {
     gpt_table table;
     gpt_cuda_opts o;
     gpt_cu_ctx ctx;
+    gpt_cudnn_att *cudnn;     /* NULL unless opts.attention is GPT_CUDA_ATT_CUDNN */
     /* cap each: the table, then zero padding; or the shard's hi - lo
      * elements under opts.shard_params (params) and opts.shard_grads
      * (grads), element i of the table then at i - poff (i - goff). */

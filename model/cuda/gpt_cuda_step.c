@@ -70,8 +70,9 @@ static gpt_status block_forward(gpt_cuda *g, int l, const gpt_bf16 *resid_in, gp
                                  LP(l, GPT_LN1_W), LP(l, GPT_LN1_B), BT, C, err));
     TRY(gpt_cu_matmul_forward(x, qkv, NULL, ln1, LP(l, GPT_QKV_W), LP(l, GPT_QKV_B), BT, C,
                               3 * C, err));
-    TRY(gpt_cu_attention_forward(x, atty, a->lse + (size_t)l * B * NH * T, qkv, B, T, C, NH,
-                                 err));
+    float *lse = a->lse + (size_t)l * B * NH * T;
+    if (g->cudnn) TRY(gpt_cudnn_attention_forward(g->cudnn, atty, lse, qkv, B, T, C, NH, err));
+    else TRY(gpt_cu_attention_forward(x, atty, lse, qkv, B, T, C, NH, err));
     TRY(gpt_cu_matmul_forward(x, a->tmp, NULL, atty, LP(l, GPT_ATTPROJ_W),
                               LP(l, GPT_ATTPROJ_B), BT, C, C, err));
     TRY(gpt_cu_residual_layernorm_forward(x, resid2, ln2, a->ln2_mean + os, a->ln2_rstd + os,
@@ -181,8 +182,13 @@ static gpt_status block_backward(gpt_cuda *g, int l, const gpt_bf16 *resid_in,
     TRY(gpt_cu_matmul_backward(x, a->datty, LG(l, GPT_ATTPROJ_W), LG(l, GPT_ATTPROJ_B),
                                a->dres, a->atty + o, LP(l, GPT_ATTPROJ_W), NULL, BT, C, C,
                                err));
-    TRY(gpt_cu_attention_backward(x, a->dqkv, a->delta, a->datty, a->qkv + 3 * o, a->atty + o,
-                                  a->lse + (size_t)l * B * NH * T, B, T, C, NH, err));
+    const float *lse = a->lse + (size_t)l * B * NH * T;
+    if (g->cudnn)
+        TRY(gpt_cudnn_attention_backward(g->cudnn, a->dqkv, a->datty, a->qkv + 3 * o,
+                                         a->atty + o, lse, B, T, C, NH, err));
+    else
+        TRY(gpt_cu_attention_backward(x, a->dqkv, a->delta, a->datty, a->qkv + 3 * o,
+                                      a->atty + o, lse, B, T, C, NH, err));
     TRY(gpt_cu_matmul_backward(x, a->dln, LG(l, GPT_QKV_W), LG(l, GPT_QKV_B), a->dqkv,
                                a->ln1 + o, LP(l, GPT_QKV_W), NULL, BT, C, 3 * C, err));
     return gpt_cu_layernorm_backward(x, a->dres, LG(l, GPT_LN1_W), LG(l, GPT_LN1_B), a->dln,

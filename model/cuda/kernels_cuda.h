@@ -209,6 +209,36 @@ gpt_status gpt_cu_attention_backward(gpt_cu_ctx *ctx, gpt_bf16 *dqkv, float *del
  * naming the device's limit (compute capability 8.6 and 8.9 fall short). */
 gpt_status gpt_cu_attention_fits(gpt_cu_ctx *ctx, int hs, gpt_error_t err);
 
+/* ---- cuDNN's attention (attention_cudnn.c) ------------------------------ */
+
+/* The same causal attention through cuDNN's fused flash-attention engine
+ * (cuDNN 9): same layouts and contract as gpt_cu_attention_forward and
+ * _backward above, so a model may use either (gpt_cuda_opts.attention).
+ * Any head size cuDNN supports (up to 128 for backward). A handle bound to
+ * ctx's stream, and a cache of execution plans per (B, T): the first pass at
+ * a new shape builds its plans (up to about a second, cuDNN compiles the
+ * kernels) and may grow the workspace, waiting for the stream. */
+typedef struct gpt_cudnn_att gpt_cudnn_att;
+gpt_status gpt_cudnn_att_create(gpt_cudnn_att **out, gpt_cu_ctx *ctx, gpt_error_t err);
+void gpt_cudnn_att_free(gpt_cudnn_att *a); /* NULL is fine; waits for the stream */
+gpt_status gpt_cudnn_attention_forward(gpt_cudnn_att *a, gpt_bf16 *out, float *lse,
+                                       const gpt_bf16 *qkv, int B, int T, int C, int NH,
+                                       gpt_error_t err);
+/* OVERWRITES dqkv, like gpt_cu_attention_backward; no delta workspace (the
+ * row sums live in the object's own workspace). */
+gpt_status gpt_cudnn_attention_backward(gpt_cudnn_att *a, gpt_bf16 *dqkv, const gpt_bf16 *dout,
+                                        const gpt_bf16 *qkv, const gpt_bf16 *out,
+                                        const float *lse, int B, int T, int C, int NH,
+                                        gpt_error_t err);
+/* Builds the forward (backward = 0) or backward plan for the GPU that
+ * device_json describes (cuDNN's device-properties JSON), without a device,
+ * and gives its workspace bytes. Needs a libcuda.so.1 to load, even the
+ * toolkit's stub: then the engine's kernel is compiled but cannot be loaded,
+ * and the error names cuLibraryLoadData. For tests on machines with no GPU:
+ * whether cuDNN accepts our graphs for that GPU. */
+gpt_status gpt_cudnn_attention_check(const char *device_json, int backward, int B, int T,
+                                     int C, int NH, size_t *workspace, gpt_error_t err);
+
 /* ---- classifier (classifier.cu) ----------------------------------------- */
 
 /* Fused softmax cross-entropy over the first V of Vp columns of N rows of

@@ -18,7 +18,10 @@
  *    positions <= t0 bitwise unchanged (masked keys contribute exact zeros);
  *  - determinism: identical calls give bitwise identical out, lse, dqkv;
  *  - unsupported shapes (head size 96, C not split by NH) and misaligned
- *    pointers give GPT_ERR_CONFIG naming the value.
+ *    pointers give GPT_ERR_CONFIG naming the value;
+ *  - cuDNN's fused attention (attention_cudnn.c, --attention cudnn) against
+ *    the same references and tolerances, on the hs 64, hs 128-with-tail and
+ *    GPT-2 shapes (skipped in a build without cuDNN).
  * Tolerances: TOL (2e-2) is the relative error by norm for out, dq, dk, dv:
  * the GPU rounds P and dS to bf16 before its tensor-core products and out to
  * bf16 before delta, an RMS error of a few 2^-9, far below it. LSE_TOL (2e-4,
@@ -44,6 +47,7 @@
 typedef struct { int B, T, C, NH; } shape;
 
 static gpt_cu_ctx ctx;
+static gpt_cudnn_att *cudnn; /* NULL in a build without cuDNN */
 static gpt_error_t err;
 
 /* ---- buffers, freed after each test ---- */
@@ -116,10 +120,16 @@ static int teardown(void **state) {
 }
 static int group_setup(void **state) {
     (void)state;
-    return gpt_cu_ctx_create(&ctx, NULL, 1024, err) == GPT_OK ? 0 : -1;
+    if (gpt_cu_ctx_create(&ctx, NULL, 1024, err) != GPT_OK) return -1;
+    if (gpt_cudnn_att_create(&cudnn, &ctx, err) != GPT_OK) {
+        print_message("no cuDNN attention: %s\n", err);
+        cudnn = NULL;
+    }
+    return 0;
 }
 static int group_teardown(void **state) {
     (void)state;
+    gpt_cudnn_att_free(cudnn);
     gpt_cu_ctx_free(&ctx);
     return 0;
 }
@@ -173,13 +183,14 @@ static float *slice(const float *dqkv, shape s, int which) {
     return x;
 }
 
-/* Forward and backward on the GPU and the CPU; compares out, lse and the
- * three gradient slices. */
-static void check_shape(shape s, unsigned seed) {
+/* Forward and backward on the GPU (ours, or cuDNN's with use_cudnn) and
+ * the CPU; compares out, lse and the three gradient slices. */
+static void check_impl(shape s, unsigned seed, int use_cudnn) {
     const size_t nqkv = (size_t)s.B * s.T * 3 * s.C, nout = (size_t)s.B * s.T * s.C;
     const size_t nst = (size_t)s.B * s.NH * s.T;
     char label[96];
-    snprintf(label, sizeof label, "B=%d T=%d C=%d NH=%d", s.B, s.T, s.C, s.NH);
+    snprintf(label, sizeof label, "%sB=%d T=%d C=%d NH=%d", use_cudnn ? "cuDNN " : "", s.B,
+             s.T, s.C, s.NH);
     float *qkv = hrand(nqkv, QKV_SCALE, &seed), *dout = hrand(nout, 1.0f, &seed);
 
     float *out = hbuf(nout), *att = hbuf((size_t)s.B * s.NH * s.T * s.T), *dqkv = hbuf(nqkv);
@@ -191,10 +202,19 @@ static void check_shape(shape s, unsigned seed) {
     gpt_bf16 *d_qkv = dev(qkv, nqkv), *d_dout = dev(dout, nout);
     gpt_bf16 *d_out = dev_nan(nout), *d_dqkv = dev_nan(nqkv);
     float *d_lse = devf_nan(nst), *d_delta = devf_nan(nst);
-    assert_int_equal(gpt_cu_attention_forward(&ctx, d_out, d_lse, d_qkv, s.B, s.T, s.C, s.NH,
-                                              err), GPT_OK);
-    assert_int_equal(gpt_cu_attention_backward(&ctx, d_dqkv, d_delta, d_dout, d_qkv, d_out,
-                                               d_lse, s.B, s.T, s.C, s.NH, err), GPT_OK);
+    gpt_status st;
+    if (use_cudnn)
+        st = gpt_cudnn_attention_forward(cudnn, d_out, d_lse, d_qkv, s.B, s.T, s.C, s.NH, err);
+    else
+        st = gpt_cu_attention_forward(&ctx, d_out, d_lse, d_qkv, s.B, s.T, s.C, s.NH, err);
+    if (st) fail_msg("%s forward: %s", label, err);
+    if (use_cudnn)
+        st = gpt_cudnn_attention_backward(cudnn, d_dqkv, d_dout, d_qkv, d_out, d_lse, s.B, s.T,
+                                          s.C, s.NH, err);
+    else
+        st = gpt_cu_attention_backward(&ctx, d_dqkv, d_delta, d_dout, d_qkv, d_out, d_lse, s.B,
+                                       s.T, s.C, s.NH, err);
+    if (st) fail_msg("%s backward: %s", label, err);
     CU_CHECK(cudaDeviceSynchronize());
 
     char what[128];
@@ -209,6 +229,12 @@ static void check_shape(shape s, unsigned seed) {
         bad |= !(cu_rel_err(what, slice(g, s, w), slice(dqkv, s, w), nout, TOL) <= TOL);
     }
     assert_false(bad);
+}
+
+static void check_shape(shape s, unsigned seed) { check_impl(s, seed, 0); }
+static void check_cudnn(shape s, unsigned seed) {
+    if (!cudnn) skip();
+    check_impl(s, seed, 1);
 }
 
 static void test_hs64_whole_tiles(void **state) {
@@ -325,6 +351,20 @@ static void test_bad_shapes(void **state) {
     CU_CHECK(cudaDeviceSynchronize());
 }
 
+static void test_cudnn_hs64(void **state) {
+    (void)state;
+    check_cudnn((shape){2, 64, 128, 2}, 21u);
+}
+static void test_cudnn_hs128_tail(void **state) {
+    (void)state;
+    check_cudnn((shape){1, 200, 256, 2}, 22u);
+}
+static void test_cudnn_gpt2(void **state) {
+    (void)state;
+    check_cudnn((shape){2, 257, 768, 12}, 23u);
+    check_cudnn((shape){1, 1024, 768, 12}, 24u);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(int argc, char **argv) {
@@ -333,7 +373,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         T(test_bad_shapes),     T(test_hs64_whole_tiles), T(test_hs128_tail),
         T(test_one_position),   T(test_gpt2_tail),        T(test_gpt2_1024),
-        T(test_causality),      T(test_deterministic),
+        T(test_causality),      T(test_deterministic),    T(test_cudnn_hs64),
+        T(test_cudnn_hs128_tail), T(test_cudnn_gpt2),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
