@@ -219,6 +219,13 @@ EOF
         *site-packages*|*dist-packages*)
             export LD_LIBRARY_PATH="$(dirname "${cudnn#* }"):${LD_LIBRARY_PATH:-}" ;;
     esac
+    # ... and it compiles its attention kernels with NVRTC, which it also
+    # loads by name.
+    if [ -n "$cudnn" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
+        for f in /usr/local/cuda/lib64/libnvrtc.so*; do
+            [ -e "$f" ] && { export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"; break; }
+        done
+    fi
     echo "env.sh: .devdeps: Open MPI ${mpiv:-?}, HDF5 ${hdfv:-?}, OpenBLAS ${blasv:-?}," \
          "cmocka ${cmv:-?}; $nforced libs forced + $nfall as fallback${fallen:+ (${fallen# })};" \
          "ldd: ${bad:-all resolve}; CUDA: $cuda; NCCL: ${nccl:-not found}; cuDNN: ${cudnn:-not found}${dropped:+; unset:$dropped}$unxz"
