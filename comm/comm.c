@@ -240,7 +240,7 @@ static void comm_small_allreduce(const void *in, void *out, MPI_Datatype type, M
     (void)comm_wait(rc, &req, "allreduce", bytes, err);
 }
 
-static void comm_bcast_bytes(void *buf, size_t bytes) {
+void comm_broadcast_bytes(void *buf, size_t bytes) {
     MPI_Request req;
     comm_error_t err;
     comm_enter();
@@ -369,11 +369,11 @@ int comm_all_equal(const void *buf, size_t bytes) {
     /* Rank 0's length first, so every rank joins the second broadcast with
      * the same count even when its own bytes differ in length. */
     unsigned long len = bytes;
-    comm_bcast_bytes(&len, sizeof len);
+    comm_broadcast_bytes(&len, sizeof len);
     unsigned char *root = malloc(len ? len : 1);
     if (!root) return 0; /* out of memory for a few bytes: fail closed */
     memcpy(root, buf, len <= bytes ? len : bytes);
-    comm_bcast_bytes(root, len);
+    comm_broadcast_bytes(root, len);
     int same = len == bytes && memcmp(root, buf, bytes) == 0;
     free(root);
     return comm_max_int(!same) == 0;

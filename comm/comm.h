@@ -80,6 +80,10 @@ void comm_barrier(void);
 /* Copies root's buf[0..n) into buf on every rank. n may exceed INT_MAX. */
 comm_status comm_broadcast(float *buf, size_t n, int root, comm_error_t err);
 
+/* Copies rank 0's buf[0..bytes) into buf on every rank (a few bytes: an id,
+ * a length). Like the agreement collectives below it has no error path. */
+void comm_broadcast_bytes(void *buf, size_t bytes);
+
 /* Every rank's `bytes` bytes, in rank order, into all (world * bytes). */
 comm_status comm_allgather_bytes(const void *mine, void *all, size_t bytes, comm_error_t err);
 

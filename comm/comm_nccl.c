@@ -3,9 +3,16 @@
  * Plain C against the CUDA runtime and NCCL C APIs: nothing here runs on the
  * device except NCCL's own kernels, so no nvcc is needed. Every CUDA and
  * NCCL return code is checked and turned into a one-line message; nothing
- * exits. The communicator is blocking (NCCL's default): calls return once
- * their work is enqueued, and comm_nccl_wait polls for completion so that a
- * peer that died or hangs ends in an abort and an error, not a hang. */
+ * exits. Nothing here may wait on a peer without a limit, since a peer that
+ * died or hangs would leave this rank waiting forever:
+ *  - the MPI steps of set-up (agreeing on failures, comparing GPUs, sending
+ *    the unique id) go through comm.h's collectives, under its watchdog;
+ *  - the communicator is non-blocking (NCCL >= 2.14): a call that NCCL has
+ *    to finish in the background, such as the set-up that connects to the
+ *    peers, returns ncclInProgress, and `settle` polls it to an end, or
+ *    aborts it past the timeout;
+ *  - collectives return once enqueued, and comm_nccl_wait polls for their
+ *    completion the same way. */
 #include <mpi.h>
 #include <nccl.h>
 #include <cuda_runtime.h>
@@ -15,15 +22,21 @@
 #include <time.h>
 #include "comm_nccl.h"
 
-#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
-#error "gptrain needs NCCL >= 2.10 (ncclAvg)"
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 14, 0)
+#error "gptrain needs NCCL >= 2.14 (non-blocking communicators)"
 #endif
+
+/* Between two polls of a call or collective still in progress. Short: the
+ * wait is on the step's critical path, and a collective usually ends within
+ * microseconds of the poll. */
+static const struct timespec poll_pause = {0, 50 * 1000};
 
 struct comm_nccl {
     ncclComm_t comm; /* NULL once aborted */
     cudaStream_t stream;
     cudaEvent_t ev_in, ev_out; /* comm_nccl_after / comm_nccl_before */
     int rank, world, device;
+    double timeout_s; /* for calls in progress; <= 0: no limit */
 };
 
 static comm_status fail(comm_error_t err, const char *file, int line, const char *call,
@@ -49,6 +62,59 @@ static comm_status fail(comm_error_t err, const char *file, int line, const char
         ncclResult_t r_ = (call);                                             \
         if (r_ != ncclSuccess)                                                \
             return fail(err, __FILE__, __LINE__, #call, ncclGetErrorString(r_)); \
+    } while (0)
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Aborting frees the communicator and kills its kernels still on the
+ * device, which a hung peer would otherwise keep spinning forever. */
+static comm_status abort_comm(comm_nccl *c) {
+    ncclCommAbort(c->comm);
+    c->comm = NULL;
+    return COMM_ERR;
+}
+
+/* NCCL's detail of its last failure; empty where a build has none. */
+static const char *nccl_detail(void) {
+    const char *s = ncclGetLastError(NULL);
+    return s ? s : "";
+}
+
+/* Ends a call on the non-blocking communicator: r is what it returned.
+ * While NCCL works on it in the background the state is ncclInProgress, and
+ * NCCL allows no other call on the communicator until it has left that
+ * state. A failure, or a call still in progress after the timeout (a peer
+ * that never joined the set-up), aborts the communicator: it cannot be used
+ * again, and its own threads stop waiting for the peer. */
+static comm_status settle(comm_nccl *c, ncclResult_t r, const char *call, int line,
+                          comm_error_t err) {
+    const double start = now_s();
+    while (r == ncclInProgress) {
+        if (c->timeout_s > 0 && now_s() - start > c->timeout_s) {
+            snprintf(err, COMM_ERRLEN, "comm_nccl.c:%d: %s: rank %d: not done after %g s "
+                     "(a peer missing?); communicator aborted", line, call, c->rank,
+                     c->timeout_s);
+            return abort_comm(c);
+        }
+        nanosleep(&poll_pause, NULL);
+        ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
+        if (q != ncclSuccess) r = q;
+    }
+    if (r == ncclSuccess) return COMM_OK;
+    snprintf(err, COMM_ERRLEN, "comm_nccl.c:%d: %s: rank %d: %s (%s); communicator aborted",
+             line, call, c->rank, ncclGetErrorString(r), nccl_detail());
+    return abort_comm(c);
+}
+
+/* A call on the communicator, settled; for functions that return a
+ * comm_status and have `err`. */
+#define NCCL_SETTLE(c, call)                                                  \
+    do {                                                                      \
+        if (settle((c), (call), #call, __LINE__, err) != COMM_OK) return COMM_ERR; \
     } while (0)
 
 /* Without a driver cudaGetDeviceCount fails and leaves count untouched. */
@@ -95,10 +161,10 @@ static comm_status create_stream(comm_nccl *c, comm_error_t err) {
 
 /* 1 when any rank failed (bad != 0 on it). Every rank reaches each such
  * check whatever happened to it, so one rank's failure ends init on all of
- * them instead of leaving the rest blocked in the next collective. */
+ * them instead of leaving the rest blocked in the next collective; a rank
+ * that never arrives is the watchdog's (comm.h). */
 static int any_failed(int bad, int rank, comm_error_t err) {
-    int any = 0;
-    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    int any = comm_max_int(bad);
     if (any && !bad)
         snprintf(err, COMM_ERRLEN, "rank %d: NCCL setup failed on another rank", rank);
     return any;
@@ -131,9 +197,7 @@ static comm_status distinct_gpus(comm_nccl *c, comm_error_t err) {
     memcpy(mine.uuid, p.uuid.bytes, sizeof mine.uuid);
     MPI_Get_processor_name(mine.host, &len);
     mine.device = c->device;
-    MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE,
-                  MPI_COMM_WORLD);
-    comm_status st = COMM_OK;
+    comm_status st = comm_allgather_bytes(&mine, all, sizeof mine, err);
     for (int a = 0; !st && a < c->world; a++)
         for (int b = a + 1; !st && b < c->world; b++)
             if (!memcmp(all[a].uuid, all[b].uuid, sizeof mine.uuid)) {
@@ -146,13 +210,18 @@ static comm_status distinct_gpus(comm_nccl *c, comm_error_t err) {
     return st;
 }
 
+/* Non-blocking: NCCL connects to the peers in the background while settle
+ * polls, so a peer that never joins costs the timeout, not a hang inside
+ * NCCL. The handle exists from the call on (NULL if it failed at once). */
 static comm_status init_comm(comm_nccl *c, ncclUniqueId id, comm_error_t err) {
-    NCCL_TRY(ncclCommInitRank(&c->comm, c->world, id, c->rank));
-    return COMM_OK;
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclResult_t r = ncclCommInitRankConfig(&c->comm, c->world, id, c->rank, &config);
+    return settle(c, r, "ncclCommInitRankConfig", __LINE__, err);
 }
 
 comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
-                           comm_error_t err) {
+                           double timeout_s, comm_error_t err) {
     *out = NULL;
     comm_nccl *c = malloc(sizeof *c);
     ncclUniqueId id;
@@ -161,19 +230,20 @@ comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
     if (!c)
         snprintf(err, COMM_ERRLEN, "rank %d: out of memory for the NCCL state", rank);
     else {
-        *c = (comm_nccl){.rank = rank, .world = world};
+        *c = (comm_nccl){.rank = rank, .world = world, .timeout_s = timeout_s};
         bad = local_setup(c, local_rank, &id, err) != COMM_OK;
     }
     if (any_failed(bad, rank, err)) goto fail;
     /* Every rank reaches it, and all find the same pair. */
     if (distinct_gpus(c, err)) goto fail;
-    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    comm_broadcast_bytes(&id, sizeof id);
     bad = init_comm(c, id, err) != COMM_OK;
     if (!bad) bad = create_stream(c, err) != COMM_OK;
     if (any_failed(bad, rank, err)) goto fail;
     *out = c;
     return COMM_OK;
 fail:
+    comm_nccl_abort(c); /* a peer may have failed: no finalizing with it */
     comm_nccl_free(c);
     return COMM_ERR;
 }
@@ -200,7 +270,7 @@ int comm_nccl_device(const comm_nccl *c) { return c->device; }
 comm_status comm_nccl_allreduce_mean(comm_nccl *c, void *buf, size_t n, comm_nccl_type t,
                                      comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclAllReduce(buf, buf, n, nccl_type(t), ncclAvg, c->comm, c->stream));
+    NCCL_SETTLE(c, ncclAllReduce(buf, buf, n, nccl_type(t), ncclAvg, c->comm, c->stream));
     return COMM_OK;
 }
 
@@ -208,8 +278,8 @@ comm_status comm_nccl_reduce_scatter_mean(comm_nccl *c, const void *send, void *
                                           size_t recv_count, comm_nccl_type t,
                                           comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclReduceScatter(send, recv, recv_count, nccl_type(t), ncclAvg, c->comm,
-                               c->stream));
+    NCCL_SETTLE(c, ncclReduceScatter(send, recv, recv_count, nccl_type(t), ncclAvg, c->comm,
+                                     c->stream));
     return COMM_OK;
 }
 
@@ -231,9 +301,11 @@ static comm_status per_owner(comm_nccl *c, int gather, const void *mine, void *b
                                  c->stream)
                  : ncclReduce(p, p, n, nccl_type(t), ncclAvg, k, c->comm, c->stream);
     }
+    /* The calls inside a group only record their work; the group's end
+     * hands it to NCCL (and may return ncclInProgress). */
     ncclResult_t end = ncclGroupEnd();
-    NCCL_TRY(r != ncclSuccess ? r : end);
-    return COMM_OK;
+    return settle(c, r != ncclSuccess ? r : end,
+                  gather ? "ncclBroadcast group" : "ncclReduce group", __LINE__, err);
 }
 
 comm_status comm_nccl_reduce_scatterv_mean(comm_nccl *c, void *buf, const int *counts,
@@ -250,14 +322,14 @@ comm_status comm_nccl_allgatherv(comm_nccl *c, const void *mine, void *buf, cons
 comm_status comm_nccl_allgather(comm_nccl *c, const void *send, void *recv, size_t send_count,
                                 comm_nccl_type t, comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclAllGather(send, recv, send_count, nccl_type(t), c->comm, c->stream));
+    NCCL_SETTLE(c, ncclAllGather(send, recv, send_count, nccl_type(t), c->comm, c->stream));
     return COMM_OK;
 }
 
 comm_status comm_nccl_broadcast(comm_nccl *c, void *buf, size_t n, comm_nccl_type t, int root,
                                 comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    NCCL_TRY(ncclBroadcast(buf, buf, n, nccl_type(t), root, c->comm, c->stream));
+    NCCL_SETTLE(c, ncclBroadcast(buf, buf, n, nccl_type(t), root, c->comm, c->stream));
     return COMM_OK;
 }
 
@@ -303,39 +375,18 @@ comm_status comm_nccl_before(comm_nccl *c, void *stream, comm_error_t err) {
     return COMM_OK;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Aborting frees the communicator and kills its kernels still on the
- * device, which a hung peer would otherwise keep spinning forever. */
-static comm_status abort_comm(comm_nccl *c) {
-    ncclCommAbort(c->comm);
-    c->comm = NULL;
-    return COMM_ERR;
-}
-
-/* NCCL's detail of its last failure; empty where a build has none. */
-static const char *nccl_detail(void) {
-    const char *s = ncclGetLastError(NULL);
-    return s ? s : "";
-}
-
 comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long step,
                            comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    /* Short sleeps: the wait is on the step's critical path, and a
-     * collective usually ends within microseconds of the poll. */
-    const struct timespec pause = {0, 50 * 1000};
     const double start = now_s();
     for (;;) {
         cudaError_t q = cudaStreamQuery(c->stream);
         if (q == cudaSuccess) return COMM_OK;
         ncclResult_t async = ncclSuccess;
         ncclResult_t r = ncclCommGetAsyncError(c->comm, &async);
-        if (r != ncclSuccess || async != ncclSuccess) {
+        /* In progress: a call's background work, which settle saw end
+         * before any collective was enqueued; not expected, not an error. */
+        if (r != ncclSuccess || (async != ncclSuccess && async != ncclInProgress)) {
             snprintf(err, COMM_ERRLEN, "%s at step %ld: rank %d: NCCL error: %s (%s); "
                      "communicator aborted", op, step, c->rank,
                      ncclGetErrorString(r != ncclSuccess ? r : async), nccl_detail());
@@ -353,7 +404,7 @@ comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long 
                      ncclGetErrorString(async));
             return abort_comm(c);
         }
-        nanosleep(&pause, NULL);
+        nanosleep(&poll_pause, NULL);
     }
 }
 
@@ -401,9 +452,15 @@ void comm_nccl_abort(comm_nccl *c) {
     if (c && c->comm) abort_comm(c);
 }
 
+/* Finalizing waits for the peers to quiesce (in the background, bounded by
+ * settle's timeout); then destroying frees the rest without blocking. A
+ * communicator that fails or times out there is aborted by settle. */
 void comm_nccl_free(comm_nccl *c) {
     if (!c) return;
-    if (c->comm) ncclCommDestroy(c->comm);
+    comm_error_t ignored;
+    if (c->comm && settle(c, ncclCommFinalize(c->comm), "ncclCommFinalize", __LINE__,
+                          ignored) == COMM_OK)
+        ncclCommDestroy(c->comm);
     if (c->ev_in) cudaEventDestroy(c->ev_in);
     if (c->ev_out) cudaEventDestroy(c->ev_out);
     if (c->stream) cudaStreamDestroy(c->stream);

@@ -35,9 +35,16 @@ int comm_nccl_available(void);
  * select its device ("rank R: local rank L but only N GPUs visible", N = 0
  * without a driver) or when two ranks got the same GPU ("ranks A and B both
  * got GPU ... on host H: more ranks on a node than GPUs"); *out is then
- * NULL. */
+ * NULL.
+ *
+ * Nothing in it waits on a peer without a limit. Its MPI steps are comm.h's
+ * collectives, under the watchdog set by comm_set_timeout (a rank that never
+ * arrives aborts the job with a message naming it). NCCL's own set-up, and
+ * every later NCCL call that NCCL finishes in the background, fails with
+ * "... not done after T s (a peer missing?); communicator aborted" once it
+ * has taken timeout_s seconds (<= 0: no limit); so does freeing. */
 comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
-                           comm_error_t err);
+                           double timeout_s, comm_error_t err);
 
 /* The CUDA device ordinal this rank uses (the CUDA model goes there too). */
 int comm_nccl_device(const comm_nccl *c);

@@ -13,6 +13,9 @@
 #include "runtime.h"
 #ifdef GPTRAIN_HAVE_NCCL
 #include "comm_nccl.h"
+/* NCCL's set-up and each timed operation may take this long (the MPI
+ * watchdog's default). */
+#define BENCH_NCCL_TIMEOUT_S 600.0
 #endif
 
 typedef enum { BENCH_ALLREDUCE, BENCH_REDUCE_SCATTER, BENCH_ALLGATHER } bench_op;
@@ -90,7 +93,8 @@ static rt_status bench_alloc(bench *b, rt_error_t err) {
 #ifdef GPTRAIN_HAVE_NCCL
     /* NCCL's init fails on every rank together; the allocation may not. */
     comm_error_t cerr;
-    if (b->nccl && comm_nccl_init(&b->nc, b->comm.rank, P, b->comm.local_rank, cerr)) {
+    if (b->nccl && comm_nccl_init(&b->nc, b->comm.rank, P, b->comm.local_rank,
+                                  BENCH_NCCL_TIMEOUT_S, cerr)) {
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_RUN;
     }
@@ -116,7 +120,7 @@ static comm_status bench_once_nccl(bench *b, size_t count, comm_error_t err) {
                      : b->op == BENCH_REDUCE_SCATTER
                          ? comm_nccl_reduce_scatter_mean(b->nc, b->dev, mine, per, f, err)
                          : comm_nccl_allgather(b->nc, mine, b->dev, per, f, err);
-    return st ? st : comm_nccl_wait(b->nc, 600.0, "commbench", 0, err);
+    return st ? st : comm_nccl_wait(b->nc, BENCH_NCCL_TIMEOUT_S, "commbench", 0, err);
 }
 #endif
 

@@ -90,7 +90,7 @@ static int on_unit(void *ctx, gpt_cuda *g, gpt_unit_event ev, int u, int backwar
 static rt_status open_nccl(trainer *tr, rt_error_t err) {
     comm_error_t cerr;
     comm_ctx *c = &tr->comm;
-    if (comm_nccl_init(&tr->nccl, c->rank, c->world, c->local_rank, cerr))
+    if (comm_nccl_init(&tr->nccl, c->rank, c->world, c->local_rank, tr->o.comm_timeout, cerr))
         return comm_fail(cerr, err);
     return RT_OK;
 }

@@ -24,3 +24,15 @@ make_corpus() {
 
 # Prints the "loss" values of the step lines of a metrics.jsonl.
 losses() { grep -o '"step":[0-9]*,"loss":[^,]*' "$1"; }
+
+# end_job MPIRUN_PID [PID...]: kills mpirun (if the pid is not empty) and the
+# processes, continuing a stopped one first so that it can die at once.
+end_job() {
+    local p
+    [ -n "$1" ] && kill -9 $1 2>/dev/null
+    shift
+    for p in "$@"; do
+        kill -CONT $p 2>/dev/null
+        kill -9 $p 2>/dev/null
+    done
+}

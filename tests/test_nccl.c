@@ -8,7 +8,8 @@
  * (ZeRO stages 0 and 1) are checked the same way; ZeRO 2-3's unit slots are
  * checked end to end by cuda_train. Run as a one-rank MPI world the collectives are identities; the
  * expected values are written for any world size, so `mpirun -np 2` on a
- * two-GPU node checks real means. */
+ * two-GPU node checks real means. With TEST_NCCL_STALL set it runs only
+ * the stall case of tests/nccl_watchdog.sh (see stall_in_setup). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,7 +17,7 @@
 #include <cmocka.h>
 #include <cuda_runtime.h>
 #include <math.h>
-#include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,7 @@ static int group_setup(void **state) {
     (void)state;
     if (!g_gpu) return 0;
     comm_error_t err = "";
-    if (comm_nccl_init(&g_nccl, g_rank, g_world, g_local_rank, err) != COMM_OK) {
+    if (comm_nccl_init(&g_nccl, g_rank, g_world, g_local_rank, TIMEOUT_S, err) != COMM_OK) {
         fprintf(stderr, "test_nccl: comm_nccl_init: %s\n", err);
         return -1;
     }
@@ -97,7 +98,7 @@ static void test_init_fails_without_gpu(void **state) {
     static char sentinel;
     comm_nccl *c = (comm_nccl *)&sentinel; /* init must set it to NULL */
     comm_error_t err = "";
-    assert_int_equal(comm_nccl_init(&c, g_rank, g_world, 0, err), COMM_ERR);
+    assert_int_equal(comm_nccl_init(&c, g_rank, g_world, 0, TIMEOUT_S, err), COMM_ERR);
     assert_null(c);
     char want[COMM_ERRLEN];
     snprintf(want, sizeof want, "rank %d: local rank 0 but only 0 GPUs visible", g_rank);
@@ -115,7 +116,8 @@ static void test_init_one_visible_gpu(void **state) {
         skip();
     comm_nccl *c = NULL;
     comm_error_t err = "";
-    if (comm_nccl_init(&c, g_rank, g_world, g_local_rank + 3, err)) fail_msg("%s", err);
+    if (comm_nccl_init(&c, g_rank, g_world, g_local_rank + 3, TIMEOUT_S, err))
+        fail_msg("%s", err);
     assert_int_equal(comm_nccl_device(c), 0);
     comm_nccl_free(c);
 }
@@ -126,7 +128,7 @@ static void test_init_bad_local_rank(void **state) {
     if (!g_gpu || cudaGetDeviceCount(&count) != cudaSuccess || count < 2) skip();
     comm_nccl *c = NULL;
     comm_error_t err = "";
-    assert_int_equal(comm_nccl_init(&c, g_rank, g_world, count, err), COMM_ERR);
+    assert_int_equal(comm_nccl_init(&c, g_rank, g_world, count, TIMEOUT_S, err), COMM_ERR);
     assert_null(c);
     char want[COMM_ERRLEN];
     snprintf(want, sizeof want, "rank %d: local rank %d but only %d GPUs visible", g_rank,
@@ -405,21 +407,35 @@ static void test_buckets_stage1(void **state) {
     bucket_round(1);
 }
 
-/* The rank's index on its node, as comm_init finds it. */
-static int local_rank(void) {
-    MPI_Comm node;
-    int r;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &r);
-    MPI_Comm_free(&node);
-    return r;
+/* The stall mode of tests/nccl_watchdog.sh (TEST_NCCL_STALL=T): rank 1
+ * stops itself where it would enter comm_nccl_init, and the others must not
+ * wait for it forever. With a GPU or without, rank 0 next waits for it in
+ * set-up's first agreement, where the watchdog ends the job after T s; the
+ * return below is reached only if nothing did. */
+static int stall_in_setup(double timeout_s) {
+    comm_set_timeout(timeout_s);
+    if (g_rank == 1) raise(SIGSTOP);
+    comm_nccl *c = NULL;
+    comm_error_t err = "";
+    comm_status st = comm_nccl_init(&c, g_rank, g_world, g_local_rank, timeout_s, err);
+    fprintf(stderr, "test_nccl: rank %d: comm_nccl_init returned %d (%s) with a peer "
+            "stopped\n", g_rank, (int)st, err);
+    comm_nccl_free(c);
+    return 1;
 }
 
 int main(void) {
-    MPI_Init(NULL, NULL);
-    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &g_world);
-    g_local_rank = local_rank();
+    comm_ctx ctx;
+    comm_error_t err = "";
+    if (comm_init(&ctx, 0, err) != COMM_OK) {
+        fprintf(stderr, "test_nccl: %s\n", err);
+        return 1;
+    }
+    g_rank = ctx.rank;
+    g_world = ctx.world;
+    g_local_rank = ctx.local_rank;
+    const char *stall = getenv("TEST_NCCL_STALL");
+    if (stall) return stall_in_setup(atof(stall));
     g_gpu = comm_nccl_available();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_fails_without_gpu),
@@ -437,7 +453,7 @@ int main(void) {
         cmocka_unit_test(test_buckets_stage1),
     };
     int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
-    MPI_Finalize();
+    comm_finalize(&ctx);
     if (failed) return 1;
     if (!g_gpu) {
         printf("test_nccl: skipped: no GPU\n");

@@ -22,15 +22,9 @@ test_pids() {
     done
 }
 
-# Leaves nothing running, whatever happened: a stopped process is continued
-# first so that it can die at once.
+# Leaves nothing running, whatever happened.
 cleanup() {
-    local p
-    [ -n "$mpirun_pid" ] && kill -9 $mpirun_pid 2>/dev/null
-    for p in $(test_pids); do
-        kill -CONT $p 2>/dev/null
-        kill -9 $p 2>/dev/null
-    done
+    end_job "$mpirun_pid" $(test_pids)
     rm -rf "$tmp"
 }
 trap cleanup EXIT
