@@ -1,7 +1,8 @@
 # cuda_train.sh: `gptrain train --device cuda` end to end, on a GPU: the GPU
 # loss curve follows the CPU one within bf16 noise over 120 steps of the
 # same data and weights; runs repeat bit for bit; a GPU checkpoint resumes
-# on the CPU and a CPU checkpoint on the GPU; --recompute runs; the NCCL
+# on the CPU and a CPU checkpoint on the GPU; --recompute runs; cuDNN's
+# attention (--attention cudnn) follows our attention's curve; the NCCL
 # path on one rank (forced on at ZeRO 0-1: buckets on the communication
 # stream, ZeRO-1's shard, the weights' allgather; ZeRO 2-3: unit slots
 # reduced onto the gradient shard, weights gathered unit by unit) gives the
@@ -105,6 +106,17 @@ on_gpu_curve() {
         awk '{ d = $2 - $1; if (d < 0) d = -d; if (d > 0.03 * $1) bad++ }
              END { exit bad > 0 || NR != 120 }'
 }
+# cuDNN's fused attention in place of ours: on the same curve. Its backward
+# adds dQ with atomics, so it is not held to the plain run's bits. A build
+# without cuDNN refuses the flag in one line.
+if out=$("$GPTRAIN" train $common --steps 120 --run-dir "$tmp/cudnn" --device cuda \
+        --attention cudnn 2>&1); then
+    on_gpu_curve "$tmp/cudnn" ||
+        fail "--attention cudnn left our attention's curve by more than 3%"
+else
+    echo "$out" | grep -q "this build has no cuDNN" || fail "--attention cudnn: $out"
+fi
+pass
 # Two micro-steps of 4 sequences: at ZeRO 2-3 each is reduced and added
 # into the shard on its own (bf16 rounding differs), on the same curve.
 for z in 2 3; do
