@@ -55,6 +55,15 @@ static void test_gpt2_124M(void **state) {
     expect_accepted(1, 4, 1024, 768, 12);
 }
 
+/* The benchmark's other model, and tests/cuda_train.sh's d2 at 8 x 64. */
+static void test_gpt2_350M_and_d2(void **state) {
+    (void)state;
+    expect_accepted(0, 4, 1024, 1024, 16);
+    expect_accepted(1, 4, 1024, 1024, 16);
+    expect_accepted(0, 8, 64, 128, 2);
+    expect_accepted(1, 8, 64, 128, 2);
+}
+
 static void test_hs128_tail(void **state) {
     (void)state;
     expect_accepted(0, 1, 200, 256, 2);
@@ -82,6 +91,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpt2_124M),
+        cmocka_unit_test(test_gpt2_350M_and_d2),
         cmocka_unit_test(test_hs128_tail),
         cmocka_unit_test(test_refused_head_size),
     };
