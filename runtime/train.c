@@ -558,8 +558,9 @@ int rt_cmd_train(int argc, char **argv) {
                                          "(azure-ndv5, oci-bm-gpu-h100, coreweave, generic-ib, "
                                          "generic-ethernet, local) or a file; empty: "
                                          "$GPTRAIN_PROFILE"},
-        {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective takes "
-                                                    "longer than this many seconds; 0 is off"},
+        {"comm-timeout", RT_FLOAT, &o->comm_timeout, "abort the job when a collective (or "
+                                                    "NCCL's set-up) takes longer than this "
+                                                    "many seconds; 0 is off"},
     };
     int npos, rc = rt_parse_command("train", "usage: gptrain train [flags]", argc, argv,
                                     flags, sizeof(flags) / sizeof(flags[0]), NULL, 0, &npos);
