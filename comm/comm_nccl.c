@@ -92,7 +92,7 @@ static const char *nccl_detail(void) {
  * again, and its own threads stop waiting for the peer. */
 static comm_status settle(comm_nccl *c, ncclResult_t r, const char *call, int line,
                           comm_error_t err) {
-    const double start = now_s();
+    const double start = r == ncclInProgress ? now_s() : 0.0; /* the usual case reads no clock */
     while (r == ncclInProgress) {
         if (c->timeout_s > 0 && now_s() - start > c->timeout_s) {
             snprintf(err, COMM_ERRLEN, "comm_nccl.c:%d: %s: rank %d: not done after %g s "
