@@ -9,7 +9,8 @@
  * past the split's end into its next epoch. Each rank holds the whole model
  * and sums its tokens' losses in double; one sum over the ranks then covers
  * exactly the same tokens for any world size, so the loss agrees to
- * rounding. Ranks agree on their status after setting up and after each
+ * rounding. With --device cuda each rank's forward passes run on its GPU
+ * (eval_gpu.c) and the host model keeps only the weights. Ranks agree on their status after setting up and after each
  * round of batches, so a failure on one rank stops them all, and the error
  * is printed once. */
 #include <math.h>
@@ -20,7 +21,7 @@
 #include "runtime.h"
 
 typedef struct {
-    const char *ckpt, *data, *split;
+    const char *ckpt, *data, *split, *device;
     int batch, seq, quiet, json;
     long max_batches;
 } eval_opts;
@@ -29,6 +30,7 @@ typedef struct {
     eval_opts o;
     comm_ctx comm;
     gpt_model model;
+    struct gpt_cuda *gpu; /* --device cuda's model, or NULL */
     data_loader split;
     int *inputs, *targets;
     long batches;  /* global batches to score */
@@ -114,10 +116,13 @@ static rt_status open_split(evaluator *ev, int vocab, rt_error_t err) {
     return RT_OK;
 }
 
+/* On the GPU the host model holds the weights on their way up, with the
+ * activations of one token. */
 static rt_status load_model(evaluator *ev, const gpt_config *cfg, rt_error_t err) {
     gpt_error_t gerr;
     ckpt_error_t cerr;
-    if (gpt_model_create(&ev->model, cfg, ev->o.batch, ev->o.seq, gerr)) {
+    int gpu = strcmp(ev->o.device, "cuda") == 0;
+    if (gpt_model_create(&ev->model, cfg, gpu ? 1 : ev->o.batch, gpu ? 1 : ev->o.seq, gerr)) {
         snprintf(err, RT_ERRLEN, "%s", gerr);
         return RT_ERR_RUN;
     }
@@ -125,6 +130,10 @@ static rt_status load_model(evaluator *ev, const gpt_config *cfg, rt_error_t err
         snprintf(err, RT_ERRLEN, "%s", cerr);
         return RT_ERR_USAGE;
     }
+    rt_status st;
+    if (gpu && (st = rt_eval_gpu_open(&ev->gpu, &ev->model, ev->o.batch, ev->o.seq,
+                                      ev->comm.local_rank, err)))
+        return st;
     size_t bt = (size_t)ev->o.batch * ev->o.seq;
     ev->inputs = malloc(sizeof(int) * bt);
     ev->targets = malloc(sizeof(int) * bt);
@@ -153,14 +162,16 @@ static rt_status score_batch(evaluator *ev, long i, rt_error_t err) {
         snprintf(err, RT_ERRLEN, "%s", derr);
         return RT_ERR_USAGE;
     }
+    size_t bt = (size_t)n * (size_t)ev->o.seq;
+    ev->tokens += (long)bt;
+    if (ev->gpu) return rt_eval_gpu_score(ev->gpu, ev->inputs, ev->targets, n, ev->o.seq,
+                                          &ev->sum, err);
     gpt_error_t gerr;
     if (gpt_forward(&ev->model, ev->inputs, ev->targets, n, ev->o.seq, gerr)) {
         snprintf(err, RT_ERRLEN, "%s", gerr);
         return RT_ERR_RUN;
     }
-    size_t bt = (size_t)n * (size_t)ev->o.seq;
     for (size_t k = 0; k < bt; k++) ev->sum += ev->model.losses[k];
-    ev->tokens += (long)bt;
     return RT_OK;
 }
 
@@ -247,13 +258,14 @@ static const char *eval_usage =
     "The mean cross-entropy loss and perplexity (exp of the loss) of a model file on\n"
     "DIR/<split>_*.bin, read in order as windows of --seq tokens; run as one process\n"
     "or under mpirun with any number of ranks, for the same result. The loss depends\n"
-    "on --seq: the first tokens of each window see little context.";
+    "on --seq: the first tokens of each window see little context. --device cuda\n"
+    "scores on each rank's GPU, in bf16 as training's validation does.";
 
 int rt_cmd_eval(int argc, char **argv) {
     evaluator ev;
     memset(&ev, 0, sizeof ev);
     eval_opts *o = &ev.o;
-    *o = (eval_opts){.data = "runs/data", .split = "val", .batch = 8};
+    *o = (eval_opts){.data = "runs/data", .split = "val", .batch = 8, .device = "cpu"};
     rt_flag flags[] = {
         {"ckpt", RT_STR, &o->ckpt, "model file: a checkpoint or model.h5 of gptrain train, or "
                                    "one gptrain import wrote (required)"},
@@ -266,6 +278,8 @@ int rt_cmd_eval(int argc, char **argv) {
                                  "else the model's max seq)"},
         {"max-batches", RT_LONG, &o->max_batches, "score only the first N batches of B "
                                                   "windows (0: the whole split)"},
+        {"device", RT_STR, &o->device, "cpu, or cuda: the forward passes on this rank's GPU "
+                                       "(the local rank's), in bf16"},
         {"json", RT_BOOL, &o->json, "print the result as one JSON object"},
         {"quiet", RT_BOOL, &o->quiet, "no progress lines on stderr"},
     };
@@ -276,11 +290,17 @@ int rt_cmd_eval(int argc, char **argv) {
     if (o->batch < 1 || o->seq < 0 || o->max_batches < 0)
         return rt_fail("eval", RT_ERR_USAGE, "--batch must be >= 1, --seq and --max-batches "
                        ">= 0");
+    if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda")) {
+        rt_error_t bad;
+        snprintf(bad, RT_ERRLEN, "--device '%s' is not cpu or cuda", o->device);
+        return rt_fail("eval", RT_ERR_USAGE, bad);
+    }
     rt_error_t err;
     comm_error_t cerr;
     if (comm_init(&ev.comm, 0, cerr)) return rt_fail("eval", RT_ERR_RUN, cerr);
     if (ev.comm.rank != 0) o->quiet = 1; /* rank 0 speaks for the job */
     rt_status st = eval_run(&ev, argc, argv, err);
+    rt_eval_gpu_free(ev.gpu);
     gpt_model_free(&ev.model);
     data_loader_close(&ev.split);
     free(ev.inputs);

@@ -132,6 +132,20 @@ typedef struct {
 rt_status rt_generate(gpt_model *m, const data_tokenizer *tok, const int *prompt,
                       int nprompt, const rt_sample_opts *o, FILE *out, rt_error_t err);
 
+/* ---- eval on the GPU (eval_gpu.c; nogpu.c without CUDA) ------------------- */
+
+struct gpt_cuda;
+/* Creates the CUDA model on GPU local_rank for forward passes of up to B x T
+ * tokens and uploads m's weights (bf16). A shape the kernels do not support
+ * is RT_ERR_USAGE, as is a build without CUDA; a rank with no GPU of its
+ * own ordinal, or a device failure, RT_ERR_RUN. *out is NULL on failure. */
+rt_status rt_eval_gpu_open(struct gpt_cuda **out, const gpt_model *m, int B, int T,
+                           int local_rank, rt_error_t err);
+/* Forward over n windows of T tokens; adds their summed loss to *sum. */
+rt_status rt_eval_gpu_score(struct gpt_cuda *g, const int *inputs, const int *targets, int n,
+                            int T, double *sum, rt_error_t err);
+void rt_eval_gpu_free(struct gpt_cuda *g);
+
 /* Loads DIR/tokenizer.bpe into *tok if that file exists (*tok = NULL if not). */
 rt_status rt_find_tokenizer(const char *dir, data_tokenizer **tok, rt_error_t err);
 

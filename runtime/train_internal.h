@@ -123,7 +123,7 @@ void tr_saver_start(trainer *tr);
  * checkpoint (a hard link, so pruning never takes it). */
 void tr_link_model(trainer *tr, int step);
 
-/* --device cuda (train_gpu.c; train_nogpu.c in a build without CUDA). The
+/* --device cuda (train_gpu.c; nogpu.c in a build without CUDA). The
  * CPU model keeps the host copy of the weights and optimizer state:
  * tr_gpu_open creates the GPU model from it, tr_gpu_pull brings the GPU's
  * state back into it (before saves and samples), tr_gpu_push sends it over

@@ -7,8 +7,10 @@
 # stream, ZeRO-1's shard, the weights' allgather; ZeRO 2-3: unit slots
 # reduced onto the gradient shard, weights gathered unit by unit) gives the
 # same bits as the plain run, and with two micro-steps stays on its curve;
-# ZeRO 3 samples, validates, saves and resumes; two ranks on one GPU are
-# refused, and on two GPUs follow the one-rank curve at every stage;
+# ZeRO 3 samples, validates, saves and resumes; `gptrain eval --device
+# cuda` scores a model as the CPU does, within bf16; two ranks on one GPU
+# are refused (training and eval), and on two GPUs follow the one-rank
+# curve at every stage;
 # unsupported shapes and a missing device are one-line errors; in two-rank
 # dry runs each ZeRO stage needs less device memory than the one before.
 # Without a GPU only the errors and the dry runs are checked and the test
@@ -51,6 +53,11 @@ if "$GPTRAIN" train $common --run-dir "$tmp/x" --device cuda --dry-run | grep -q
     out=$("$GPTRAIN" train $common --run-dir "$tmp/x" --device cuda --steps 1 2>&1) &&
         fail "training on a missing GPU succeeded"
     echo "$out" | grep -q "cannot use CUDA device 0" || fail "missing-device message: $out"
+    "$GPTRAIN" train $common --steps 1 --run-dir "$tmp/one" >/dev/null || fail "CPU step"
+    out=$("$GPTRAIN" eval --ckpt "$tmp/one/model.h5" --data "$D" --device cuda 2>&1) &&
+        fail "eval on a missing GPU succeeded"
+    echo "$out" | grep -q "^gptrain eval: error: --device cuda: no CUDA device" ||
+        fail "eval's missing-device message: $out"
     echo "cuda_train: $checks checks passed; skipped: no GPU"
     exit 77
 fi
@@ -69,6 +76,17 @@ pass
 "$GPTRAIN" train $common --steps 120 --run-dir "$tmp/gpu2" --device cuda || fail "GPU run 2"
 cmp -s <(losses "$tmp/gpu/metrics.jsonl") <(losses "$tmp/gpu2/metrics.jsonl") ||
     fail "two GPU runs differ"
+pass
+# gptrain eval of the GPU run's model: on the GPU (bf16) within 1% of the
+# CPU's loss (fp32), over the same tokens.
+ev() { "$GPTRAIN" eval --ckpt "$tmp/gpu/model.h5" --data "$D" --json --quiet "$@"; }
+ecpu=$(ev) || fail "eval on the CPU"
+egpu=$(ev --device cuda --batch 3) || fail "eval --device cuda: $egpu"
+key() { echo "$2" | sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
+[ "$(key tokens "$ecpu")" = "$(key tokens "$egpu")" ] || fail "eval tokens: $ecpu vs $egpu"
+awk -v a="$(key loss "$ecpu")" -v b="$(key loss "$egpu")" \
+    'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 0.01 * a) }' ||
+    fail "eval --device cuda: $egpu; on the CPU: $ecpu"
 pass
 
 # Across devices: 60 steps, a checkpoint, then 60 more on the other device.
@@ -143,6 +161,10 @@ if [ "$gpus" -le 1 ]; then
     out=$(mpi2 $common --steps 2 --run-dir "$tmp/two" --device cuda 2>&1) &&
         fail "two ranks shared one GPU"
     echo "$out" | grep -q "ranks 0 and 1 both got GPU 0" || fail "shared-GPU message: $out"
+    out=$(timeout 120 "$MPIEXEC" -np 2 --oversubscribe --bind-to none "$GPTRAIN" eval \
+          --ckpt "$tmp/gpu/model.h5" --data "$D" --device cuda 2>&1) &&
+        fail "two eval ranks on one GPU"
+    echo "$out" | grep -q "local rank 1 has no GPU of its own" || fail "eval ranks: $out"
     pass
 else
     # Two ranks at batch 4 see the same 8 sequences per step as one at 8.

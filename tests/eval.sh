@@ -124,6 +124,7 @@ refuse "--ckpt is required" "$GPTRAIN" eval --data "$D"
 refuse "--batch must be >= 1" "$GPTRAIN" eval $ok --batch 0
 refuse "--batch must be >= 1" "$GPTRAIN" eval $ok --max-batches -1
 refuse "unknown flag '--nope'" "$GPTRAIN" eval $ok --nope
+refuse "--device 'tpu' is not cpu or cuda" "$GPTRAIN" eval $ok --device tpu
 pass
 
 # Data of a 1024-token vocabulary against the model's 512: its tokenizer is
