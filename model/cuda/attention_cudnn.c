@@ -18,7 +18,7 @@
  * Plans are built against a device-properties descriptor, not a live
  * device: on a GPU it comes from the cuDNN handle, and without one from a
  * JSON description of a GPU (cuDNN 9.8+). That is what lets the CPU-only CI
- * check that cuDNN accepts both graphs for an H100 (tests/test_cu_host.c),
+ * check that cuDNN accepts both graphs for an H100 (tests/cuda/test_cudnn_plan.c),
  * although it cannot run them.
  *
  * Workspace: besides the plan's own, the backward graph needs two fp32
@@ -26,6 +26,7 @@
  * accumulator (B, NH, T, hs), which cuDNN's Hopper kernels add into and
  * which is zeroed before each backward. */
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,8 +268,8 @@ static att_inputs shared_inputs(cg *g, const att_shape *s, int v_transposed) {
 }
 
 /* The scores of the graph, scaled and causally masked: key positions after
- * the query's get the mask value (the lowest float, so exp gives 0 and no
- * inf - inf appears). Returns the masked (B, NH, T, T) fp32 tensor. */
+ * the query's get the mask value (mask_value). Returns the masked
+ * (B, NH, T, T) fp32 tensor. */
 static cudnnBackendDescriptor_t masked_scores(cg *g, const att_shape *s, const att_inputs *in) {
     int64_t B = s->B, NH = s->NH, T = s->T;
     cudnnBackendDescriptor_t S = cg_virtual(g, CUDNN_DATA_FLOAT, B, NH, T, T, "S");
@@ -544,6 +545,38 @@ static size_t ws_need(const att_plan *fwd, const att_plan *bwd, const att_shape 
     return b > (size_t)fwd->workspace ? b : (size_t)fwd->workspace;
 }
 
+/* The masked scores' value, as cudnn-frontend passes it: -inf from cuDNN
+ * 9.10 on, the lowest float for the releases before, which prefer it. */
+static float mask_value(void) { return cudnnGetVersion() >= 91000 ? -INFINITY : -FLT_MAX; }
+
+int gpt_cudnn_backward_ok(size_t v, int T, gpt_error_t err) {
+    if (!v) v = cudnnGetVersion();
+    int major = (int)(v / 10000), minor = (int)(v / 100 % 100), patch = (int)(v % 100);
+    if (v == 91000 || v == 91001) {
+        snprintf(err, GPT_ERRLEN, "cuDNN attention: the backward of cuDNN %d.%d.%d has known "
+                 "bugs; use cuDNN 9.10.2 or newer, or --attention gptrain", major, minor, patch);
+        return 0;
+    }
+    if (v <= 91500 && T % 128) {
+        snprintf(err, GPT_ERRLEN, "cuDNN attention: cuDNN %d.%d.%d's backward needs a sequence "
+                 "length that is a multiple of 128, not %d (fixed in 9.15.1); use such a "
+                 "--seq, a newer cuDNN, or --attention gptrain", major, minor, patch, T);
+        return 0;
+    }
+    return 1;
+}
+
+/* cuDNN was told every tensor is 16-byte aligned (cg_tensor). */
+static gpt_status aligned(const void *const *p, int n, gpt_error_t err) {
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)p[i] % 16) {
+            snprintf(err, GPT_ERRLEN, "cuDNN attention: device pointer %p is not 16-byte "
+                     "aligned", p[i]);
+            return GPT_ERR_CONFIG;
+        }
+    return GPT_OK;
+}
+
 static gpt_status cudnn_fail(cudnnStatus_t st, const char *what, gpt_error_t err) {
     char why[256];
     last_error(why, sizeof(why));
@@ -615,12 +648,11 @@ static gpt_status plans_for(gpt_cudnn_att *a, const att_shape *s, int *slot, gpt
         plan_free(&a->cache[i].fwd);
         return GPT_ERR_DEVICE;
     }
+    /* The new workspace first: the cached plans keep the old one if it fails. */
     size_t need = ws_need(&a->cache[i].fwd, &a->cache[i].bwd, s);
     if (need > a->ws_bytes) {
-        cudaFree(a->ws);
-        a->ws = NULL;
-        a->ws_bytes = 0;
-        e = cudaMalloc(&a->ws, need);
+        void *ws = NULL;
+        e = cudaMalloc(&ws, need);
         if (e != cudaSuccess) {
             snprintf(err, GPT_ERRLEN, "cuDNN attention: %zu bytes of workspace: %s", need,
                      cudaGetErrorString(e));
@@ -628,6 +660,8 @@ static gpt_status plans_for(gpt_cudnn_att *a, const att_shape *s, int *slot, gpt
             plan_free(&a->cache[i].bwd);
             return GPT_ERR_NOMEM;
         }
+        cudaFree(a->ws); /* idle: the stream was synchronised above */
+        a->ws = ws;
         a->ws_bytes = need;
     }
     a->cache[i].s = *s;
@@ -670,9 +704,12 @@ gpt_status gpt_cudnn_attention_forward(gpt_cudnn_att *a, gpt_bf16 *out, float *l
                                        gpt_error_t err) {
     att_shape s;
     int i;
-    if (shape_of(&s, B, T, C, NH, err)) return GPT_ERR_CONFIG;
-    if (plans_for(a, &s, &i, err)) return GPT_ERR_DEVICE;
-    float scale = 1.0f / sqrtf((float)s.HS), neg = -FLT_MAX;
+    const void *p[] = {out, lse, qkv};
+    gpt_status r;
+    if ((r = shape_of(&s, B, T, C, NH, err)) || (r = aligned(p, 3, err)) ||
+        (r = plans_for(a, &s, &i, err)))
+        return r;
+    float scale = 1.0f / sqrtf((float)s.HS), neg = mask_value();
     const int64_t uids[] = {UID_Q, UID_K, UID_V, UID_O, UID_LSE, UID_SCALE, UID_NEG};
     void *ptrs[] = {(void *)qkv, (void *)(qkv + C), (void *)(qkv + 2 * C), out, lse, &scale,
                     &neg};
@@ -685,24 +722,29 @@ gpt_status gpt_cudnn_attention_backward(gpt_cudnn_att *a, gpt_bf16 *dqkv, const 
                                         gpt_error_t err) {
     att_shape s;
     int i;
-    if (shape_of(&s, B, T, C, NH, err)) return GPT_ERR_CONFIG;
-    if (plans_for(a, &s, &i, err)) return GPT_ERR_DEVICE;
-    const att_plan *p = &a->cache[i].bwd;
+    const void *p[] = {dqkv, dout, qkv, out, lse};
+    gpt_status r;
+    if ((r = shape_of(&s, B, T, C, NH, err)) || (r = aligned(p, 5, err)))
+        return r;
+    if (!gpt_cudnn_backward_ok(0, T, err)) return GPT_ERR_CONFIG;
+    if ((r = plans_for(a, &s, &i, err))) return r;
+    const att_plan *plan = &a->cache[i].bwd;
     char *ws = a->ws;
-    float *rowsum = (float *)(ws + rowsum_offset(p)), *dqacc = (float *)(ws + dqacc_offset(p, &s));
+    float *rowsum = (float *)(ws + rowsum_offset(plan));
+    float *dqacc = (float *)(ws + dqacc_offset(plan, &s));
     cudaError_t e = cudaMemsetAsync(dqacc, 0, (size_t)(s.B * s.NH * s.T * s.HS) * sizeof(float),
                                     a->stream);
     if (e != cudaSuccess) {
         snprintf(err, GPT_ERRLEN, "cuDNN attention: clearing dQ: %s", cudaGetErrorString(e));
         return GPT_ERR_DEVICE;
     }
-    float scale = 1.0f / sqrtf((float)s.HS), neg = -FLT_MAX, one = 1.0f;
+    float scale = 1.0f / sqrtf((float)s.HS), neg = mask_value(), one = 1.0f;
     const int64_t uids[] = {UID_Q,  UID_K,  UID_V,  UID_O,   UID_LSE,    UID_SCALE, UID_NEG,
                             UID_DO, UID_DQ, UID_DK, UID_DV, UID_ONE, UID_ROWSUM, UID_DQACC};
     void *ptrs[] = {(void *)qkv, (void *)(qkv + C), (void *)(qkv + 2 * C), (void *)out,
                     (void *)lse, &scale, &neg, (void *)dout, dqkv, dqkv + C, dqkv + 2 * C,
                     &one, rowsum, dqacc};
-    return execute(a, p, 14, uids, ptrs, "backward", err);
+    return execute(a, plan, 14, uids, ptrs, "backward", err);
 }
 
 #else /* built without cuDNN: every entry point refuses */
@@ -730,5 +772,9 @@ gpt_status gpt_cudnn_attention_backward(gpt_cudnn_att *a, gpt_bf16 *dqkv, const 
 gpt_status gpt_cudnn_attention_check(const char *device_json, int backward, int B, int T,
                                      int C, int NH, size_t *workspace, gpt_error_t err) {
     return no_cudnn(err);
+}
+int gpt_cudnn_backward_ok(size_t version, int T, gpt_error_t err) {
+    no_cudnn(err);
+    return 0;
 }
 #endif

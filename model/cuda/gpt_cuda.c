@@ -49,7 +49,7 @@ gpt_cuda_sizes gpt_cuda_acts_layout(gpt_cuda_acts *a, void *const blocks[3],
     TAKE(H, dqkv, BT * 3 * C); TAKE(H, dfch, BT * 4 * C);
     TAKE(F, ln1_mean, L * BT); TAKE(F, ln1_rstd, L * BT);
     TAKE(F, ln2_mean, L * BT); TAKE(F, ln2_rstd, L * BT);
-    TAKE(F, lse, L * B * NH * T); TAKE(F, lnf_mean, BT); TAKE(F, lnf_rstd, BT);
+    TAKE(F, lse, L * gpt_cuda_lse_stride(B, (int)NH, T)); TAKE(F, lnf_mean, BT); TAKE(F, lnf_rstd, BT);
     TAKE(F, losses, BT); TAKE(F, delta, B * NH * T);
     TAKE(F, sumsq, 2); /* one double */
     TAKE(I, tokens, BT); TAKE(I, targets, BT); TAKE(I, plan, 3 * BT + 2);

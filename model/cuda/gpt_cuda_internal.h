@@ -32,7 +32,7 @@ typedef struct {
     gpt_bf16 *tmp;                           /* (BT, C): a projection before its residual add */
     gpt_bf16 *dres, *dln, *datty, *dqkv, *dfch; /* backward, one layer at a time */
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd; /* (L, BT) */
-    float *lse;                              /* (L, B, NH, T) */
+    float *lse;                              /* (L, B, NH, T), layers gpt_cuda_lse_stride apart */
     float *lnf_mean, *lnf_rstd, *losses;     /* (BT) */
     float *delta;                            /* (B, NH, T): attention backward's workspace */
     double *sumsq;                           /* one double: the norm's sum of squares */
@@ -90,5 +90,12 @@ typedef struct {
 } gpt_cuda_sizes;
 gpt_cuda_sizes gpt_cuda_acts_layout(gpt_cuda_acts *a, void *const blocks[3],
                                     const gpt_config *c, int B, int T, int recompute);
+
+/* Floats from one layer's lse to the next at micro-batch B and length T:
+ * B * NH * T rounded up to a multiple of 4, so every layer's slice starts
+ * 16-byte aligned, as cuDNN's attention asks (B * NH * T may be odd). */
+static inline size_t gpt_cuda_lse_stride(int B, int NH, int T) {
+    return ((size_t)B * NH * T + 3) / 4 * 4;
+}
 
 #endif

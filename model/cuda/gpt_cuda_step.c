@@ -70,7 +70,7 @@ static gpt_status block_forward(gpt_cuda *g, int l, const gpt_bf16 *resid_in, gp
                                  LP(l, GPT_LN1_W), LP(l, GPT_LN1_B), BT, C, err));
     TRY(gpt_cu_matmul_forward(x, qkv, NULL, ln1, LP(l, GPT_QKV_W), LP(l, GPT_QKV_B), BT, C,
                               3 * C, err));
-    float *lse = a->lse + (size_t)l * B * NH * T;
+    float *lse = a->lse + l * gpt_cuda_lse_stride(B, NH, T);
     if (g->cudnn) TRY(gpt_cudnn_attention_forward(g->cudnn, atty, lse, qkv, B, T, C, NH, err));
     else TRY(gpt_cu_attention_forward(x, atty, lse, qkv, B, T, C, NH, err));
     TRY(gpt_cu_matmul_forward(x, a->tmp, NULL, atty, LP(l, GPT_ATTPROJ_W),
@@ -182,7 +182,7 @@ static gpt_status block_backward(gpt_cuda *g, int l, const gpt_bf16 *resid_in,
     TRY(gpt_cu_matmul_backward(x, a->datty, LG(l, GPT_ATTPROJ_W), LG(l, GPT_ATTPROJ_B),
                                a->dres, a->atty + o, LP(l, GPT_ATTPROJ_W), NULL, BT, C, C,
                                err));
-    const float *lse = a->lse + (size_t)l * B * NH * T;
+    const float *lse = a->lse + l * gpt_cuda_lse_stride(B, NH, T);
     if (g->cudnn)
         TRY(gpt_cudnn_attention_backward(g->cudnn, a->dqkv, a->datty, a->qkv + 3 * o,
                                          a->atty + o, lse, B, T, C, NH, err));

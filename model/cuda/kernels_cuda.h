@@ -225,11 +225,20 @@ gpt_status gpt_cudnn_attention_forward(gpt_cudnn_att *a, gpt_bf16 *out, float *l
                                        const gpt_bf16 *qkv, int B, int T, int C, int NH,
                                        gpt_error_t err);
 /* OVERWRITES dqkv, like gpt_cu_attention_backward; no delta workspace (the
- * row sums live in the object's own workspace). */
+ * row sums live in the object's own workspace). Every pointer of both
+ * passes must be 16-byte aligned (GPT_ERR_CONFIG otherwise), and T one that
+ * gpt_cudnn_backward_ok accepts. */
 gpt_status gpt_cudnn_attention_backward(gpt_cudnn_att *a, gpt_bf16 *dqkv, const gpt_bf16 *dout,
                                         const gpt_bf16 *qkv, const gpt_bf16 *out,
                                         const float *lse, int B, int T, int C, int NH,
                                         gpt_error_t err);
+/* 1 when cuDNN `version` (CUDNN_VERSION's encoding, 91501 for 9.15.1; 0:
+ * the one loaded at run time) can run the backward at sequence length T;
+ * else 0 with the reason in err. cudnn-frontend refuses the
+ * backward of cuDNN 9.10.0 and 9.10.1 (known bugs) and, up to 9.15.0, adds
+ * a padding mask when the key length is not a multiple of 128 (NaN
+ * otherwise, its issue 160); we build no such mask, so we refuse those. */
+int gpt_cudnn_backward_ok(size_t version, int T, gpt_error_t err);
 /* Builds the forward (backward = 0) or backward plan for the GPU that
  * device_json describes (cuDNN's device-properties JSON), without a device,
  * and gives its workspace bytes. Needs a libcuda.so.1 to load, even the

@@ -10,7 +10,8 @@
  * attention engine recognised the graph and compiled a kernel for sm_90. It
  * says nothing about the numbers, which test_cu_attention checks on a GPU.
  * The test can fail: a head size cuDNN's engine refuses (hs 7) must be
- * refused before compilation. Skips (77) in a build without cuDNN and where
+ * refused before compilation. It also checks which cuDNN releases and
+ * sequence lengths the backward refuses (gpt_cudnn_backward_ok). Skips (77) in a build without cuDNN and where
  * no libcuda.so.1 can be loaded at all. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -80,6 +81,26 @@ static void test_refused_head_size(void **state) {
     assert_non_null(strstr(err, "hs=7"));
 }
 
+/* The releases whose backward cudnn-frontend refuses or patches with a
+ * padding mask are refused, naming the version and T; the ones loaded here
+ * (9.19) and 9.15.1 on are not. */
+static void test_backward_releases(void **state) {
+    (void)state;
+    gpt_error_t err = "";
+    assert_int_equal(gpt_cudnn_backward_ok(91000, 1024, err), 0);
+    assert_non_null(strstr(err, "the backward of cuDNN 9.10.0 has known bugs"));
+    assert_int_equal(gpt_cudnn_backward_ok(91001, 1024, err), 0);
+    assert_int_equal(gpt_cudnn_backward_ok(91002, 1024, err), 1);
+    assert_int_equal(gpt_cudnn_backward_ok(91500, 1024, err), 1);
+    assert_int_equal(gpt_cudnn_backward_ok(91500, 64, err), 0);
+    assert_non_null(strstr(err, "cuDNN 9.15.0's backward needs a sequence length that is a "
+                                "multiple of 128, not 64"));
+    assert_int_equal(gpt_cudnn_backward_ok(90800, 200, err), 0);
+    assert_int_equal(gpt_cudnn_backward_ok(91501, 64, err), 1);
+    assert_int_equal(gpt_cudnn_backward_ok(92000, 257, err), 1);
+    assert_int_equal(gpt_cudnn_backward_ok(0, 64, err), 1); /* 9.19 here */
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     gpt_error_t err = "";
@@ -94,6 +115,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_gpt2_350M_and_d2),
         cmocka_unit_test(test_hs128_tail),
         cmocka_unit_test(test_refused_head_size),
+        cmocka_unit_test(test_backward_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
