@@ -110,6 +110,7 @@ void comm_finalize(comm_ctx *ctx) {
 }
 
 void comm_set_timeout(double seconds) { comm_timeout_s = seconds; }
+double comm_get_timeout(void) { return comm_timeout_s; }
 
 void comm_set_step(long step) { comm_step = step; }
 long comm_get_step(void) { return comm_step; }

@@ -48,6 +48,7 @@ void comm_finalize(comm_ctx *ctx);
  * Waiting for a slow peer counts, so allow for the longest stretch of work
  * one rank does between collectives (a checkpoint, a sample). Default 600. */
 void comm_set_timeout(double seconds);
+double comm_get_timeout(void);
 
 /* The training step the next collectives belong to, for the watchdog's
  * message only (0 until set: start-up). */

@@ -26,10 +26,15 @@
 #error "gptrain needs NCCL >= 2.14 (non-blocking communicators)"
 #endif
 
-/* Between two polls of a call or collective still in progress. Short: the
- * wait is on the step's critical path, and a collective usually ends within
- * microseconds of the poll. */
-static const struct timespec poll_pause = {0, 50 * 1000};
+/* Polling a call or collective still in progress: back to back for the
+ * first SPIN_S (the wait is on the step's critical path, and most end
+ * within microseconds), then with naps of a 32nd of the time waited, at
+ * most NAP_MAX_S, as comm.c's watchdog does. A gap between two polls longer
+ * than GAP_S means this process was not running (stopped, suspended by
+ * Slurm, starved): that time is not counted against the peers. */
+#define SPIN_S 1e-4
+#define NAP_MAX_S 1e-3
+#define GAP_S 1.0
 
 struct comm_nccl {
     ncclComm_t comm; /* NULL once aborted */
@@ -70,6 +75,30 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* The clock of one wait (see SPIN_S). */
+typedef struct {
+    double start, last;
+} waiter;
+
+static waiter wait_begin(void) {
+    double t = now_s();
+    return (waiter){t, t};
+}
+
+/* After a poll that found the work not done: the seconds waited so far,
+ * having paused as long as that suggests. */
+static double wait_tick(waiter *w) {
+    double now = now_s();
+    if (now - w->last > GAP_S) w->start += now - w->last;
+    w->last = now;
+    double waited = now - w->start;
+    if (waited >= SPIN_S) {
+        double nap = waited / 32 < NAP_MAX_S ? waited / 32 : NAP_MAX_S;
+        nanosleep(&(struct timespec){0, (long)(nap * 1e9)}, NULL);
+    }
+    return waited;
+}
+
 /* Aborting frees the communicator and kills its kernels still on the
  * device, which a hung peer would otherwise keep spinning forever. */
 static comm_status abort_comm(comm_nccl *c) {
@@ -92,17 +121,18 @@ static const char *nccl_detail(void) {
  * again, and its own threads stop waiting for the peer. */
 static comm_status settle(comm_nccl *c, ncclResult_t r, const char *call, int line,
                           comm_error_t err) {
-    const double start = r == ncclInProgress ? now_s() : 0.0; /* the usual case reads no clock */
+    waiter w = {0, 0};
+    if (r == ncclInProgress) w = wait_begin(); /* the usual case reads no clock */
     while (r == ncclInProgress) {
-        if (c->timeout_s > 0 && now_s() - start > c->timeout_s) {
+        ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
+        if (q != ncclSuccess) r = q;
+        if (r != ncclInProgress) break;
+        if (wait_tick(&w) > c->timeout_s && c->timeout_s > 0) {
             snprintf(err, COMM_ERRLEN, "comm_nccl.c:%d: %s: rank %d: not done after %g s "
                      "(a peer missing?); communicator aborted", line, call, c->rank,
                      c->timeout_s);
             return abort_comm(c);
         }
-        nanosleep(&poll_pause, NULL);
-        ncclResult_t q = ncclCommGetAsyncError(c->comm, &r);
-        if (q != ncclSuccess) r = q;
     }
     if (r == ncclSuccess) return COMM_OK;
     snprintf(err, COMM_ERRLEN, "comm_nccl.c:%d: %s: rank %d: %s (%s); communicator aborted",
@@ -129,12 +159,19 @@ static int device_count(void) {
 
 int comm_nccl_available(void) { return device_count() > 0; }
 
-/* This rank's part of init that needs no peer: its device, and on rank 0
- * the unique id that names the communicator. With a single GPU visible the
- * launcher has given each rank its own (CUDA_VISIBLE_DEVICES); whether it
- * really did is checked across ranks afterwards (distinct_gpus). */
-static comm_status local_setup(comm_nccl *c, int local_rank, ncclUniqueId *id,
-                               comm_error_t err) {
+/* This rank's part of init that needs no peer: its device. With a single
+ * GPU visible the launcher has given each rank its own
+ * (CUDA_VISIBLE_DEVICES); whether it really did is checked across ranks
+ * afterwards (distinct_gpus). */
+static comm_status local_setup(comm_nccl *c, int local_rank, comm_error_t err) {
+    /* NCCL lets this variable override config.blocking. */
+    const char *blocking = getenv("NCCL_COMM_BLOCKING");
+    if (blocking && strcmp(blocking, "0") != 0) {
+        snprintf(err, COMM_ERRLEN, "rank %d: NCCL_COMM_BLOCKING=%s would make NCCL's set-up "
+                 "and collectives wait without a limit, out of the watchdog's reach "
+                 "(--comm-timeout); unset it", c->rank, blocking);
+        return COMM_ERR;
+    }
     int count = device_count();
     c->device = local_rank < count ? local_rank : count == 1 ? 0 : -1;
     if (c->device < 0) {
@@ -143,6 +180,13 @@ static comm_status local_setup(comm_nccl *c, int local_rank, ncclUniqueId *id,
         return COMM_ERR;
     }
     CUDA_TRY(cudaSetDevice(c->device));
+    return COMM_OK;
+}
+
+/* Rank 0 makes the unique id that names the communicator, once every rank
+ * has its own GPU: making it starts NCCL's bootstrap root (a thread and a
+ * listening socket) that lives until the peers have joined. */
+static comm_status unique_id(comm_nccl *c, ncclUniqueId *id, comm_error_t err) {
     if (c->rank == 0) NCCL_TRY(ncclGetUniqueId(id));
     return COMM_OK;
 }
@@ -231,15 +275,24 @@ comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
         snprintf(err, COMM_ERRLEN, "rank %d: out of memory for the NCCL state", rank);
     else {
         *c = (comm_nccl){.rank = rank, .world = world, .timeout_s = timeout_s};
-        bad = local_setup(c, local_rank, &id, err) != COMM_OK;
+        bad = local_setup(c, local_rank, err) != COMM_OK;
     }
     if (any_failed(bad, rank, err)) goto fail;
     /* Every rank reaches it, and all find the same pair. */
     if (distinct_gpus(c, err)) goto fail;
+    if (any_failed(unique_id(c, &id, err) != COMM_OK, rank, err)) goto fail;
     comm_broadcast_bytes(&id, sizeof id);
     bad = init_comm(c, id, err) != COMM_OK;
     if (!bad) bad = create_stream(c, err) != COMM_OK;
-    if (any_failed(bad, rank, err)) goto fail;
+    /* A rank whose NCCL set-up failed at once waits here while the others
+     * wait for it inside theirs, up to timeout_s: its own watchdog must not
+     * end the job before they arrive, or its error (the real one) would be
+     * lost behind "rank N did not arrive". */
+    const double mpi_limit = comm_get_timeout();
+    if (bad && mpi_limit > 0 && timeout_s > 0) comm_set_timeout(mpi_limit + timeout_s);
+    bad = any_failed(bad, rank, err);
+    comm_set_timeout(mpi_limit);
+    if (bad) goto fail;
     *out = c;
     return COMM_OK;
 fail:
@@ -375,10 +428,14 @@ comm_status comm_nccl_before(comm_nccl *c, void *stream, comm_error_t err) {
     return COMM_OK;
 }
 
+/* The limit counts from the moment the compute the collectives wait for
+ * (ev_in, comm_nccl_after) is done: at ZeRO 2-3 the host waits here for a
+ * whole backward pass, which no peer can be blamed for. */
 comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long step,
                            comm_error_t err) {
     if (usable(c, err) != COMM_OK) return COMM_ERR;
-    const double start = now_s();
+    waiter w = wait_begin();
+    int computed = 0;
     for (;;) {
         cudaError_t q = cudaStreamQuery(c->stream);
         if (q == cudaSuccess) return COMM_OK;
@@ -398,13 +455,17 @@ comm_status comm_nccl_wait(comm_nccl *c, double timeout_s, const char *op, long 
                      "communicator aborted", op, step, c->rank, cudaGetErrorString(q));
             return abort_comm(c);
         }
-        if (timeout_s > 0 && now_s() - start > timeout_s) {
-            snprintf(err, COMM_ERRLEN, "%s at step %ld: rank %d: not done after %g s "
-                     "(NCCL: %s); communicator aborted", op, step, c->rank, timeout_s,
-                     ncclGetErrorString(async));
+        if (!computed && cudaEventQuery(c->ev_in) != cudaErrorNotReady) {
+            cudaGetLastError();
+            computed = 1;
+            w = wait_begin();
+        }
+        if (wait_tick(&w) > timeout_s && timeout_s > 0 && computed) {
+            snprintf(err, COMM_ERRLEN, "%s at step %ld: rank %d: not done %g s after the "
+                     "compute it waits for (a peer missing?); communicator aborted", op, step,
+                     c->rank, timeout_s);
             return abort_comm(c);
         }
-        nanosleep(&poll_pause, NULL);
     }
 }
 
@@ -454,13 +515,18 @@ void comm_nccl_abort(comm_nccl *c) {
 
 /* Finalizing waits for the peers to quiesce (in the background, bounded by
  * settle's timeout); then destroying frees the rest without blocking. A
- * communicator that fails or times out there is aborted by settle. */
+ * communicator that fails or times out there is aborted by settle, and
+ * the reason goes to stderr: no caller could do more with it at shutdown,
+ * and a silent wait of up to the timeout would leave the user guessing. */
 void comm_nccl_free(comm_nccl *c) {
     if (!c) return;
-    comm_error_t ignored;
-    if (c->comm && settle(c, ncclCommFinalize(c->comm), "ncclCommFinalize", __LINE__,
-                          ignored) == COMM_OK)
-        ncclCommDestroy(c->comm);
+    comm_error_t why;
+    if (c->comm) {
+        if (settle(c, ncclCommFinalize(c->comm), "ncclCommFinalize", __LINE__, why) == COMM_OK)
+            ncclCommDestroy(c->comm);
+        else
+            fprintf(stderr, "gptrain: closing NCCL: %s\n", why);
+    }
     if (c->ev_in) cudaEventDestroy(c->ev_in);
     if (c->ev_out) cudaEventDestroy(c->ev_out);
     if (c->stream) cudaStreamDestroy(c->stream);

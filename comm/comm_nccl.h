@@ -34,15 +34,19 @@ int comm_nccl_available(void);
  * compare their devices' UUIDs. Fails on every rank when any rank cannot
  * select its device ("rank R: local rank L but only N GPUs visible", N = 0
  * without a driver) or when two ranks got the same GPU ("ranks A and B both
- * got GPU ... on host H: more ranks on a node than GPUs"); *out is then
- * NULL.
+ * got GPU ... on host H: more ranks on a node than GPUs"), and when
+ * NCCL_COMM_BLOCKING is set to anything but 0 (it would make NCCL block
+ * without a limit); *out is then NULL.
  *
  * Nothing in it waits on a peer without a limit. Its MPI steps are comm.h's
  * collectives, under the watchdog set by comm_set_timeout (a rank that never
- * arrives aborts the job with a message naming it). NCCL's own set-up, and
- * every later NCCL call that NCCL finishes in the background, fails with
- * "... not done after T s (a peer missing?); communicator aborted" once it
- * has taken timeout_s seconds (<= 0: no limit); so does freeing. */
+ * arrives aborts the job with a message naming it; a rank whose NCCL set-up
+ * failed at once waits timeout_s longer for the others, so that it reports
+ * its own error). NCCL's own set-up, and every later NCCL call that NCCL
+ * finishes in the background, fails with "... not done after T s (a peer
+ * missing?); communicator aborted" once it has taken timeout_s seconds
+ * (<= 0: no limit); so does freeing, which prints that to stderr. Time in
+ * which this process did not run (stopped, suspended) does not count. */
 comm_status comm_nccl_init(comm_nccl **out, int rank, int world, int local_rank,
                            double timeout_s, comm_error_t err);
 
@@ -111,7 +115,8 @@ comm_status comm_nccl_await(comm_nccl *c, void *mark, void *stream, comm_error_t
 void comm_nccl_mark_free(void *mark);
 
 /* Waits until every collective enqueued so far has finished. On an NCCL
- * async error, a CUDA error on the stream, or after timeout_s seconds
+ * async error, a CUDA error on the stream, or when they are not done
+ * timeout_s seconds after the compute they wait for (comm_nccl_after) is
  * (timeout_s <= 0: no limit), aborts the communicator and returns COMM_ERR
  * with a message naming op, step, rank and the error. Every later call on
  * c then fails; only comm_nccl_free remains. */

@@ -108,7 +108,9 @@ static rt_status gpus(doctor *d, rt_error_t err) {
 static rt_status bandwidth(doctor *d, rt_error_t err) {
     if (d->speak) printf("INFO  allreduce, MPI        (busbw: nccl-tests' bus bandwidth)\n");
     rt_status st = rt_commbench_sweep(&d->c, 0, 1 << 20, 64 << 20, 5, err);
-    if (!st && comm_max_int(rt_commbench_gpus())) {
+    /* Every rank or none: the sweep is collective, and a rank without a GPU
+     * would run MPI's while the others set up NCCL. */
+    if (!st && !comm_max_int(!rt_commbench_gpus())) {
         if (d->speak) printf("INFO  allreduce, NCCL\n");
         st = rt_commbench_sweep(&d->c, 1, 1 << 20, 256 << 20, 10, err);
     }
