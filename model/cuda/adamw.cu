@@ -1,6 +1,10 @@
 // adamw.cu: the optimizer's kernels. gpt_cu_adamw is the fused AdamW step of
 // model/cpu/adamw.c on the fp32 master weights, which then hands the forward
-// its bf16 copy: rounded to nearest even, or stochastically, so that updates
+// its bf16 copy. One launch updates every tensor: a thread block per span,
+// the spans being the tensors cut into pieces (gpt_cu_adamw_spans), each
+// with its tensor's weight decay; a launch per tensor would cost GPT-2 124M
+// some 150 launches per step, with the GPU idle between the small ones.
+// The bf16 copy is rounded to nearest even, or stochastically, so that updates
 // far below a bf16 ulp still move the bf16 weights on average. The random
 // bits come from a counter-based hash of (seed, step, element index), not
 // from a stateful generator: the result depends on nothing but the inputs, so
@@ -15,7 +19,6 @@
 #include "cuda_common.cuh"
 
 #define ADAMW_THREADS 256
-#define ADAMW_BLOCKS_PER_SM 32
 #define SUMSQ_THREADS 256
 #define SUMSQ_PER_BLOCK (SUMSQ_THREADS * 16)  // values per block before the cap
 // The norms' share of the scratch, at its end (see gpt_cu_scratch_floats).
@@ -83,21 +86,25 @@ struct AdamW {
 };
 
 // One element, in the order of gpt_adamw_kernel; returns the new master value.
-static __device__ __forceinline__ float adamw_step(const AdamW &h, float grad, float &m,
-                                                   float &v, float p) {
+static __device__ __forceinline__ float adamw_step(const AdamW &h, float wd, float grad,
+                                                   float &m, float &v, float p) {
     float g = grad * h.grad_scale;
     m = h.b1 * m + (1.0f - h.b1) * g;
     v = h.b2 * v + (1.0f - h.b2) * g * g;
-    return p - h.lr * ((m / h.bc1) / (sqrtf(v / h.bc2) + h.eps) + h.wd * p);
+    return p - h.lr * ((m / h.bc1) / (sqrtf(v / h.bc2) + h.eps) + wd * p);
 }
 
+// Block b updates span b; element i of the arrays is element index0 + i of
+// the table (the stochastic rounding's index).
 template <bool STOCHASTIC>
-__global__ void adamw_kernel(bf16 *params, float *master, const bf16 *grads, float *m, float *v,
-                             size_t n, size_t index0, AdamW h, uint64_t key) {
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+__global__ void __launch_bounds__(ADAMW_THREADS)
+    adamw_kernel(bf16 *params, float *master, const bf16 *grads, float *m, float *v,
+                 const gpt_cu_span *spans, size_t index0, AdamW h, uint64_t key) {
+    const gpt_cu_span sp = spans[blockIdx.x];
+    const float wd = sp.decay ? h.wd : 0.0f;
+    for (size_t i = sp.off + threadIdx.x; i < sp.off + sp.n; i += blockDim.x) {
         float mi = m[i], vi = v[i];
-        float p = adamw_step(h, __bfloat162float(grads[i]), mi, vi, master[i]);
+        float p = adamw_step(h, wd, __bfloat162float(grads[i]), mi, vi, master[i]);
         m[i] = mi;
         v[i] = vi;
         master[i] = p;
@@ -106,26 +113,47 @@ __global__ void adamw_kernel(bf16 *params, float *master, const bf16 *grads, flo
     }
 }
 
+extern "C" size_t gpt_cu_adamw_spans(const gpt_table *t, size_t lo, size_t hi,
+                                     gpt_cu_span *out, size_t cap) {
+    size_t count = 0;
+    for (int k = 0; k < t->count; k++) {
+        const gpt_tensor *x = &t->t[k];
+        size_t a = x->offset > lo ? x->offset : lo;
+        size_t b = x->offset + x->numel < hi ? x->offset + x->numel : hi;
+        for (; a < b; a += GPT_CU_SPAN_MAX, count++) {
+            size_t n = b - a < GPT_CU_SPAN_MAX ? b - a : GPT_CU_SPAN_MAX;
+            if (out && count < cap)
+                out[count] = (gpt_cu_span){(uint64_t)(a - lo), (uint32_t)n, (uint32_t)!!x->decay};
+        }
+    }
+    return count;
+}
+
 extern "C" gpt_status gpt_cu_adamw(gpt_cu_ctx *ctx, gpt_bf16 *params, float *master,
-                                   const gpt_bf16 *grads, float *m, float *v, size_t n,
-                                   size_t index0, int t, float lr, float b1, float b2, float eps,
-                                   float wd, float grad_scale, uint64_t sr_seed, gpt_error_t err) {
+                                   const gpt_bf16 *grads, float *m, float *v,
+                                   const gpt_cu_span *spans, size_t nspans, size_t index0, int t,
+                                   float lr, float b1, float b2, float eps, float wd,
+                                   float grad_scale, uint64_t sr_seed, gpt_error_t err) {
     if (t < 1) {
         snprintf(err, GPT_ERRLEN, "adamw: the step t must be >= 1 (bias correction), got %d", t);
         return GPT_ERR_CONFIG;
     }
-    if (n == 0) return GPT_OK;
+    if (nspans > 0x7fffffffu) {
+        snprintf(err, GPT_ERRLEN, "adamw: %zu spans exceed one launch's grid", nspans);
+        return GPT_ERR_CONFIG;
+    }
+    if (nspans == 0) return GPT_OK;
     // Bias corrections on the host with powf, exactly as the CPU twin.
     AdamW h = {lr, b1, b2, eps, wd, grad_scale, 1.0f - powf(b1, (float)t),
                1.0f - powf(b2, (float)t)};
-    size_t cap = (size_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * ADAMW_BLOCKS_PER_SM;
-    unsigned grid = (unsigned)capped_blocks(n, ADAMW_THREADS, cap);
+    unsigned grid = (unsigned)nspans;
     if (sr_seed)
         adamw_kernel<true><<<grid, ADAMW_THREADS, 0, ctx->stream>>>(
-            dev_bf16(params), master, dev_bf16(grads), m, v, n, index0, h, sr_key(sr_seed, t));
+            dev_bf16(params), master, dev_bf16(grads), m, v, spans, index0, h,
+            sr_key(sr_seed, t));
     else
         adamw_kernel<false><<<grid, ADAMW_THREADS, 0, ctx->stream>>>(
-            dev_bf16(params), master, dev_bf16(grads), m, v, n, index0, h, 0);
+            dev_bf16(params), master, dev_bf16(grads), m, v, spans, index0, h, 0);
     return cu_launched("adamw", err);
 }
 

@@ -80,9 +80,11 @@ size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
     gpt_error_t err;
     gpt_table tab;
     if (gpt_config_finish(&c, err) || gpt_table_build(&tab, &c, err)) return 0;
-    size_t lo, hi, cap, total = tab.total;
+    size_t lo, hi, cap, spans = 0;
+    int ok = resolve_shard(o, tab.total, &lo, &hi, &cap);
+    if (ok) spans = gpt_cu_adamw_spans(&tab, lo, hi, NULL, 0);
     gpt_table_free(&tab);
-    if (!resolve_shard(o, total, &lo, &hi, &cap)) return 0;
+    if (!ok) return 0;
     gpt_cuda_acts a;
     gpt_cuda_sizes s = gpt_cuda_acts_layout(&a, NULL, &c, o->B, o->T, o->recompute);
     size_t bf16 = param_elems(o, lo, hi, cap) + grad_elems(o, lo, hi, cap);
@@ -91,7 +93,8 @@ size_t gpt_cuda_bytes(const gpt_config *cfg, const gpt_cuda_opts *o) {
     size_t att = o->attention == GPT_CUDA_ATT_CUDNN
                      ? (size_t)o->B * o->T * (c.n_embd + c.n_head) * sizeof(float)
                      : 0;
-    return att + bf16 * sizeof(gpt_bf16) + (hi - lo) * 3 * sizeof(float) +
+    return att + spans * sizeof(gpt_cu_span) + bf16 * sizeof(gpt_bf16) +
+           (hi - lo) * 3 * sizeof(float) +
            s.bf16 * sizeof(gpt_bf16) +
            s.f32 * sizeof(float) + s.ints * sizeof(int) +
            gpt_cu_scratch_floats(c.n_embd) * sizeof(float) + ((size_t)32 << 20);
@@ -102,6 +105,23 @@ void *gpt_cuda_stream(gpt_cuda *g) { return (void *)g->ctx.stream; }
 void *gpt_cuda_dev_params(gpt_cuda *g) { return g->params; }
 void *gpt_cuda_dev_grads(gpt_cuda *g) { return g->grads; }
 int gpt_cuda_adam_step(const gpt_cuda *g) { return g->adam_step; }
+
+/* The update's spans over the shard, built once: the shard never moves. */
+static gpt_status upload_spans(gpt_cuda *g, gpt_error_t err) {
+    g->nspans = gpt_cu_adamw_spans(&g->table, g->lo, g->hi, NULL, 0);
+    size_t bytes = (g->nspans ? g->nspans : 1) * sizeof(gpt_cu_span);
+    gpt_cu_span *h = malloc(bytes);
+    if (!h) {
+        snprintf(err, GPT_ERRLEN, "out of host memory");
+        return GPT_ERR_NOMEM;
+    }
+    gpt_cu_adamw_spans(&g->table, g->lo, g->hi, h, g->nspans);
+    cudaError_t e = cudaMalloc((void **)&g->spans, bytes);
+    if (e == cudaSuccess) e = cudaMemcpy(g->spans, h, bytes, cudaMemcpyHostToDevice);
+    free(h);
+    CUDA_TRY(e, "uploading the update's spans");
+    return GPT_OK;
+}
 
 /* Every device and pinned allocation of the model, zeroed. */
 static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
@@ -136,8 +156,10 @@ static gpt_status cuda_alloc(gpt_cuda *g, gpt_error_t err) {
     g->staged = ev;
     CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
     g->lossed = ev;
-    /* The memsets ran on the legacy stream, which the model's non-blocking
-     * stream does not wait for. */
+    gpt_status st = upload_spans(g, err);
+    if (st) return st;
+    /* The memsets and the spans' copy ran on the legacy stream, which the
+     * model's non-blocking stream does not wait for. */
     CUDA_TRY(cudaDeviceSynchronize(), "clearing the model's memory");
     return GPT_OK;
 }
@@ -204,7 +226,7 @@ void gpt_cuda_free(gpt_cuda *g) {
         cudaStreamSynchronize(g->ctx.stream);
         gpt_cudnn_att_free(g->cudnn);
         cudaFree(g->params); cudaFree(g->grads);
-        cudaFree(g->master); cudaFree(g->m); cudaFree(g->v);
+        cudaFree(g->master); cudaFree(g->m); cudaFree(g->v); cudaFree(g->spans);
         for (int k = 0; k < 3; k++) cudaFree(g->blocks[k]);
         cudaFreeHost(g->h_tokens); cudaFreeHost(g->h_targets);
         cudaFreeHost(g->h_plan); cudaFreeHost(g->h_losses);

@@ -52,6 +52,8 @@ struct gpt_cuda {
     gpt_bf16 *params, *grads;
     size_t poff, goff;
     float *master, *m, *v;    /* hi - lo each: the shard [lo, hi) */
+    gpt_cu_span *spans;       /* device: the update's spans of [lo, hi) */
+    size_t nspans;
     size_t lo, hi, cap;       /* resolved from opts */
     size_t *ulo;              /* the units' first elements, and the total */
     gpt_bf16 **up, **ug;      /* per unit: where its parameters and gradients are */

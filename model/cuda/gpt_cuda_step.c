@@ -269,21 +269,13 @@ gpt_status gpt_cuda_update(gpt_cuda *g, const gpt_adamw *opt, float grad_norm,
         scale = coef < 1.0f ? coef : 1.0f;
     }
     g->adam_step++;
-    /* Tensor by tensor (the part inside the shard), for the per-tensor
-     * weight decay; alignment gaps are never touched, as on the CPU. The
-     * rounding's index is the element's place in the table, so a shard
-     * rounds exactly as the whole model would. */
-    for (int i = 0; i < g->table.count; i++) {
-        const gpt_tensor *t = &g->table.t[i];
-        size_t a = t->offset > g->lo ? t->offset : g->lo;
-        size_t b = t->offset + t->numel < g->hi ? t->offset + t->numel : g->hi;
-        if (a >= b) continue;
-        size_t s = a - g->lo; /* the shard's arrays start at lo */
-        TRY(gpt_cu_adamw(&g->ctx, g->params + (a - g->poff), g->master + s,
-                         g->grads + (a - g->goff), g->m + s,
-                         g->v + s, b - a, a, g->adam_step, opt->lr, opt->beta1, opt->beta2,
-                         opt->eps, t->decay ? opt->weight_decay : 0.0f, scale, g->o.sr_seed,
-                         err));
-    }
-    return GPT_OK;
+    /* One launch over the shard's spans (built at creation): each tensor's
+     * part inside the shard with its own weight decay; alignment gaps are
+     * never touched, as on the CPU. Every array is passed from element lo
+     * of the table on, and the rounding's index is the element's place in
+     * the table, so a shard rounds exactly as the whole model would. */
+    return gpt_cu_adamw(&g->ctx, g->params + (g->lo - g->poff), g->master,
+                        g->grads + (g->lo - g->goff), g->m, g->v, g->spans, g->nspans, g->lo,
+                        g->adam_step, opt->lr, opt->beta1, opt->beta2, opt->eps,
+                        opt->weight_decay, scale, g->o.sr_seed, err);
 }

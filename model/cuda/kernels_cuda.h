@@ -262,15 +262,39 @@ gpt_status gpt_cu_classifier(gpt_cu_ctx *ctx, gpt_bf16 *logits, float *losses,
 
 /* ---- optimizer (adamw.cu) ----------------------------------------------- */
 
-/* AdamW over n values, as gpt_adamw_kernel (kernels.h) on the fp32 master
- * weights, with g = bf16 grads[i] * grad_scale. Then params[i] = bf16 of the
- * new master: round to nearest even when sr_seed == 0, else stochastic
- * rounding with random bits from a counter-based hash of (sr_seed, t, the
- * value's index index0 + i), so it is deterministic given the seed. */
+/* A stretch of elements that the update treats alike: n of them from
+ * element `off` of the arrays gpt_cu_adamw is given, with the weight decay
+ * (decay = 1) or without. */
+typedef struct {
+    uint64_t off;
+    uint32_t n, decay;
+} gpt_cu_span;
+
+/* Elements of a span at most: pieces of a few thousand elements, one
+ * thread block each, spread a big tensor over every SM. */
+#define GPT_CU_SPAN_MAX 16384
+
+/* The spans of the elements of t's tensors that lie in [lo, hi), offsets
+ * counted from lo, each tensor cut into pieces of at most GPT_CU_SPAN_MAX
+ * and decaying as the tensor does; the alignment gaps between tensors are
+ * in no span. Writes the first `cap` of them to out (out may be NULL) and
+ * returns how many there are. Host code. */
+size_t gpt_cu_adamw_spans(const gpt_table *t, size_t lo, size_t hi, gpt_cu_span *out,
+                          size_t cap);
+
+/* AdamW, in one launch, over the elements of the nspans spans (device
+ * memory), as gpt_adamw_kernel (kernels.h) on the fp32 master weights,
+ * with g = bf16 grads[i] * grad_scale and weight decay wd in spans that
+ * decay (0 in the others). Then params[i] = bf16 of the new master: round
+ * to nearest even when sr_seed == 0, else stochastic rounding with random
+ * bits from a counter-based hash of (sr_seed, t, the value's index
+ * index0 + i), so it is deterministic given the seed. Elements in no span
+ * are not touched. */
 gpt_status gpt_cu_adamw(gpt_cu_ctx *ctx, gpt_bf16 *params, float *master,
-                        const gpt_bf16 *grads, float *m, float *v, size_t n, size_t index0,
-                        int t, float lr, float b1, float b2, float eps, float wd,
-                        float grad_scale, uint64_t sr_seed, gpt_error_t err);
+                        const gpt_bf16 *grads, float *m, float *v, const gpt_cu_span *spans,
+                        size_t nspans, size_t index0, int t, float lr, float b1, float b2,
+                        float eps, float wd, float grad_scale, uint64_t sr_seed,
+                        gpt_error_t err);
 
 /* The stochastic rounding that gpt_cu_adamw applies, on the host, for the
  * tests: bf16 of x with the random bits of (seed, t, index). */

@@ -314,6 +314,26 @@ static void adamw_problem_free(adamw_problem *p) {
     free(p->master), free(p->m), free(p->v), free(p->grads);
 }
 
+/* The update's spans (gpt_cu_adamw_spans) of the tensors of tab inside
+ * [lo, hi), on the device; *count is set. */
+static gpt_cu_span *dev_spans(const gpt_table *tab, size_t lo, size_t hi, size_t *count) {
+    *count = gpt_cu_adamw_spans(tab, lo, hi, NULL, 0);
+    gpt_cu_span *h = malloc((*count + 1) * sizeof *h);
+    assert_non_null(h);
+    assert_int_equal(gpt_cu_adamw_spans(tab, lo, hi, h, *count), *count);
+    gpt_cu_span *d = cu_upload(h, (*count + 1) * sizeof *h);
+    free(h);
+    wait_uploads();
+    return d;
+}
+
+/* The spans of n elements of one decaying tensor. */
+static gpt_cu_span *dev_spans_all(size_t n, size_t *count) {
+    gpt_tensor t = {.offset = 0, .numel = n, .decay = 1};
+    gpt_table tab = {.t = &t, .count = 1, .total = n};
+    return dev_spans(&tab, 0, n, count);
+}
+
 /* Runs the problem's steps on the GPU (index0, sr_seed) and on the CPU,
  * checking after each step master/m/v against the CPU and the params
  * against the rounding of the GPU's own master. Returns the final params'
@@ -327,12 +347,15 @@ static gpt_bf16 *adamw_run(const adamw_problem *p, size_t index0, uint64_t sr_se
     float *dv = cu_upload(p->v, bytes);
     gpt_bf16 *dparams = dev_alloc(n * sizeof(gpt_bf16)), *params = NULL;
     float *gm = cu_host(n), *gmm = cu_host(n), *gv = cu_host(n);
+    size_t nspans;
+    gpt_cu_span *spans = dev_spans_all(n, &nspans);
+    assert_true(nspans > 1); /* a tensor cut into several blocks' spans */
     *stochastic_diffs = 0;
     for (int t = 1; t <= ADAMW_STEPS; t++) {
         gpt_bf16 *dgrads = cu_upload_bf16(p->grads[t - 1], n);
         wait_uploads();
-        OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, n, index0, t, LR, B1, B2, EPS,
-                        WD, GS, sr_seed, err));
+        OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, spans, nspans, index0, t, LR,
+                        B1, B2, EPS, WD, GS, sr_seed, err));
         gpt_adamw_kernel(cm, p->grads[t - 1], cmm, cv, (long)n, t, LR, B1, B2, EPS, WD, GS);
         cu_download(gm, dmaster, bytes), cu_download(gmm, dm, bytes), cu_download(gv, dv, bytes);
         check_rel("adamw master", gm, cm, n, STATE_TOL);
@@ -355,6 +378,7 @@ static gpt_bf16 *adamw_run(const adamw_problem *p, size_t index0, uint64_t sr_se
     CU_CHECK(cudaFree(dm));
     CU_CHECK(cudaFree(dv));
     CU_CHECK(cudaFree(dparams));
+    CU_CHECK(cudaFree(spans));
     free(cm), free(cmm), free(cv), free(gmm), free(gv);
     *master_out = gm;
     return params;
@@ -369,10 +393,63 @@ static void test_adamw_nearest(void **state) {
     assert_int_equal(diffs, 0);
     free(params), free(master);
     adamw_problem_free(&p);
-    OK(gpt_cu_adamw(&ctx, NULL, NULL, NULL, NULL, NULL, 0, 0, 1, LR, B1, B2, EPS, WD, GS, 0, err));
-    assert_int_equal(gpt_cu_adamw(&ctx, NULL, NULL, NULL, NULL, NULL, 1, 0, 0, LR, B1, B2, EPS,
-                                  WD, GS, 0, err),
+    OK(gpt_cu_adamw(&ctx, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 1, LR, B1, B2, EPS, WD, GS,
+                    0, err));
+    assert_int_equal(gpt_cu_adamw(&ctx, NULL, NULL, NULL, NULL, NULL, NULL, 1, 0, 0, LR, B1, B2,
+                                  EPS, WD, GS, 0, err),
                      GPT_ERR_CONFIG);
+}
+
+/* One launch over three tensors of a shard: a decaying one cut by the
+ * shard's start, a bias without decay, and a decaying one cut by its end,
+ * with alignment gaps between them. Each tensor steps as the CPU does with
+ * its own weight decay; the gaps and what lies outside the shard keep
+ * their NaN poison. */
+static void test_adamw_spans(void **state) {
+    (void)state;
+    gpt_tensor ts[3] = {{.offset = 0, .numel = 40000, .decay = 1},
+                        {.offset = 40016, .numel = 777, .decay = 0},
+                        {.offset = 40800, .numel = 30000, .decay = 1}};
+    gpt_table tab = {.t = ts, .count = 3, .total = 70800};
+    const size_t lo = 1000, hi = 60000, n = hi - lo;
+    size_t nspans;
+    gpt_cu_span *spans = dev_spans(&tab, lo, hi, &nspans);
+    adamw_problem p = adamw_problem_make(n, 33u);
+    float *poison = cu_host(n);
+    for (size_t i = 0; i < n; i++) poison[i] = NAN;
+    float *dmaster = cu_upload(p.master, n * 4), *dm = cu_upload(p.m, n * 4);
+    float *dv = cu_upload(p.v, n * 4);
+    gpt_bf16 *dgrads = cu_upload_bf16(p.grads[0], n), *dparams = cu_upload_bf16(poison, n);
+    wait_uploads();
+    OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, spans, nspans, lo, 1, LR, B1, B2,
+                    EPS, WD, GS, 0, err));
+    float *gm = cu_host(n), *gparams = cu_host(n);
+    cu_download(gm, dmaster, n * 4);
+    cu_download_bf16(gparams, dparams, n);
+    size_t in_spans = 0;
+    for (int k = 0; k < 3; k++) {
+        size_t a = ts[k].offset > lo ? ts[k].offset : lo;
+        size_t b = ts[k].offset + ts[k].numel < hi ? ts[k].offset + ts[k].numel : hi;
+        size_t len = b - a, s = a - lo;
+        float *cm = cu_host(len), *cmm = cu_host(len), *cv = cu_host(len);
+        memcpy(cm, p.master + s, len * 4), memcpy(cmm, p.m + s, len * 4);
+        memcpy(cv, p.v + s, len * 4);
+        gpt_adamw_kernel(cm, p.grads[0] + s, cmm, cv, (long)len, 1, LR, B1, B2, EPS,
+                         ts[k].decay ? WD : 0.0f, GS);
+        char what[64];
+        snprintf(what, sizeof what, "adamw spans: tensor %d master", k);
+        check_rel(what, gm + s, cm, len, STATE_TOL);
+        in_spans += len;
+        free(cm), free(cmm), free(cv);
+    }
+    size_t untouched = 0; /* the gaps: the master as it was, the params still NaN */
+    for (size_t i = 0; i < n; i++)
+        if (isnan(gparams[i])) untouched += gm[i] == p.master[i];
+    assert_int_equal(untouched, n - in_spans);
+    void *bufs[] = {dmaster, dm, dv, dgrads, dparams, spans};
+    for (int i = 0; i < 6; i++) CU_CHECK(cudaFree(bufs[i]));
+    free(poison), free(gm), free(gparams);
+    adamw_problem_free(&p);
 }
 
 static void test_adamw_stochastic(void **state) {
@@ -427,11 +504,13 @@ static void test_sr_unbiased(void **state) {
     float *dm = cu_upload(zero, n * sizeof(float)), *dv = cu_upload(zero, n * sizeof(float));
     gpt_bf16 *dgrads = cu_upload_bf16(zero, n), *dparams = dev_alloc(n * sizeof(gpt_bf16));
     wait_uploads();
-    OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, n, 0, 1, 0.0f, B1, B2, EPS, 0.0f,
-                    1.0f, 77, err));
+    size_t nspans;
+    gpt_cu_span *spans = dev_spans_all(n, &nspans);
+    OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, spans, nspans, 0, 1, 0.0f, B1, B2,
+                    EPS, 0.0f, 1.0f, 77, err));
     gpt_bf16 *p1 = download_raw(dparams, n);
-    OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, n, 0, 2, 0.0f, B1, B2, EPS, 0.0f,
-                    1.0f, 77, err));
+    OK(gpt_cu_adamw(&ctx, dparams, dmaster, dgrads, dm, dv, spans, nspans, 0, 2, 0.0f, B1, B2,
+                    EPS, 0.0f, 1.0f, 77, err));
     gpt_bf16 *p2 = download_raw(dparams, n);
     cu_download(after, dmaster, n * sizeof(float));
     assert_memory_equal(after, master, n * sizeof(float));
@@ -456,6 +535,7 @@ static void test_sr_unbiased(void **state) {
     gpt_bf16 nan_bits = gpt_cu_sr_round_host(NAN, 5, 1, 3);
     assert_true((nan_bits & 0x7f80) == 0x7f80 && (nan_bits & 0x7f) != 0);
 
+    CU_CHECK(cudaFree(spans));
     CU_CHECK(cudaFree(dmaster));
     CU_CHECK(cudaFree(dm));
     CU_CHECK(cudaFree(dv));
@@ -526,6 +606,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gelu),          cmocka_unit_test(test_classifier),
         cmocka_unit_test(test_adamw_nearest), cmocka_unit_test(test_adamw_stochastic),
+        cmocka_unit_test(test_adamw_spans),
         cmocka_unit_test(test_sr_unbiased),   cmocka_unit_test(test_sumsq),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,7 +1,8 @@
 /* test_cu_host.c: the host-side logic of the CUDA backend, which runs (and
  * must pass) on machines without a GPU: bf16 conversions, the encoder's
  * token plan, stochastic rounding's host twin, the supported shapes, the
- * memory estimate, and clean failures when no device is there. */
+ * memory estimate, the update's spans, and clean failures when no device is
+ * there. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -147,6 +148,59 @@ static void test_clean_failure_without_a_device(void **state) {
     assert_non_null(strstr(err, "device 0"));
 }
 
+/* The update's spans over GPT-2 124M's table, whole and for a shard that
+ * starts and ends inside tensors: in table order, each at most
+ * GPT_CU_SPAN_MAX long and inside one tensor, decaying as it does, and
+ * covering exactly the shard's tensor elements (the gaps in no span). */
+static void check_spans(const gpt_table *t, size_t lo, size_t hi) {
+    size_t n = gpt_cu_adamw_spans(t, lo, hi, NULL, 0);
+    gpt_cu_span *sp = calloc(n + 1, sizeof *sp);
+    assert_non_null(sp);
+    assert_int_equal(gpt_cu_adamw_spans(t, lo, hi, sp, n), n);
+    size_t covered = 0, want = 0, end = 0;
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t a = lo + sp[i].off, b = a + sp[i].n;
+        assert_true(sp[i].n > 0 && sp[i].n <= GPT_CU_SPAN_MAX && a >= end && b <= hi);
+        while (t->t[k].offset + t->t[k].numel <= a) k++;
+        assert_true(a >= t->t[k].offset && b <= t->t[k].offset + t->t[k].numel);
+        assert_int_equal(sp[i].decay, t->t[k].decay != 0);
+        covered += sp[i].n;
+        end = b;
+    }
+    for (int j = 0; j < t->count; j++) {
+        size_t a = t->t[j].offset > lo ? t->t[j].offset : lo;
+        size_t b = t->t[j].offset + t->t[j].numel < hi ? t->t[j].offset + t->t[j].numel : hi;
+        if (a < b) want += b - a;
+    }
+    assert_int_equal(covered, want);
+    /* A smaller cap writes only the first spans, and still counts them all. */
+    gpt_cu_span first[2];
+    assert_int_equal(gpt_cu_adamw_spans(t, lo, hi, first, 2), n);
+    assert_memory_equal(first, sp, (n < 2 ? n : 2) * sizeof *sp);
+    free(sp);
+}
+
+static void test_adamw_spans(void **state) {
+    (void)state;
+    gpt_error_t err;
+    gpt_config c;
+    gpt_table t;
+    assert_int_equal(gpt_config_preset("gpt2-124M", &c, err), GPT_OK);
+    assert_int_equal(gpt_config_finish(&c, err), GPT_OK);
+    assert_int_equal(gpt_table_build(&t, &c, err), GPT_OK);
+    check_spans(&t, 0, t.total);
+    size_t mid = t.t[GPT_T_WPE].offset + 100; /* inside wpe */
+    check_spans(&t, mid, t.total - 5);        /* ends inside ln_f.bias */
+    check_spans(&t, mid, mid + 1);
+    assert_int_equal(gpt_cu_adamw_spans(&t, mid, mid, NULL, 0), 0);
+    /* about one span per 16384 elements, plus one per small tensor */
+    size_t n = gpt_cu_adamw_spans(&t, 0, t.total, NULL, 0);
+    print_message("    gpt2-124M: %zu spans for %d tensors\n", n, t.count);
+    assert_true(n < t.total / GPT_CU_SPAN_MAX + (size_t)t.count + 1);
+    gpt_table_free(&t);
+}
+
 static void test_peak_table(void **state) {
     (void)state;
     assert_true(gpt_cuda_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4);
@@ -166,6 +220,7 @@ int main(void) {
         cmocka_unit_test(test_memory_estimate),
         cmocka_unit_test(test_clean_failure_without_a_device),
         cmocka_unit_test(test_peak_table),
+        cmocka_unit_test(test_adamw_spans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
