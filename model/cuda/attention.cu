@@ -86,6 +86,16 @@ static_assert(ATT_THREADS == 2 * ATT_TILE, "load_stats: one thread per lse and d
 
 // ---- cp.async (sm_80+): 16 bytes global -> shared, bypassing registers ----
 
+#ifdef GPT_CU_EMU  // the CPU emulation of tests/emu: the same three steps, queued
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    emu::cp_async(dst, src, 16, valid);
+}
+__device__ __forceinline__ void cp_async_commit() { emu::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    emu::cp_async_wait(N);
+}
+#else
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     unsigned s = (unsigned)__cvta_generic_to_shared(dst);
     int bytes = valid ? 16 : 0;  // 0: read nothing, fill 16 zero bytes
@@ -101,6 +111,7 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+#endif
 
 // Rows row0 .. row0+63 of one head's slice (row t at src + t * stride) into a
 // shared tile, 16 bytes per thread and step, consecutive threads along a row.
