@@ -79,29 +79,11 @@ cmp -s <(losses "$tmp/gpu/metrics.jsonl") <(losses "$tmp/gpu2/metrics.jsonl") ||
 pass
 # gptrain eval of the GPU run's model: on the GPU (bf16) within 1% of the
 # CPU's loss (fp32), over the same tokens.
-ev() { "$GPTRAIN" eval --ckpt "$tmp/gpu/model.h5" --data "$D" --json --quiet "$@"; }
-ecpu=$(ev) || fail "eval on the CPU"
-egpu=$(ev --device cuda --batch 3) || fail "eval --device cuda: $egpu"
-key() { echo "$2" | sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
-[ "$(key tokens "$ecpu")" = "$(key tokens "$egpu")" ] || fail "eval tokens: $ecpu vs $egpu"
-awk -v a="$(key loss "$ecpu")" -v b="$(key loss "$egpu")" \
-    'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 0.01 * a) }' ||
-    fail "eval --device cuda: $egpu; on the CPU: $ecpu"
+eval_on_gpu "$tmp/gpu/model.h5" "$D"
 pass
 
 # Across devices: 60 steps, a checkpoint, then 60 more on the other device.
-for pair in "cuda cpu" "cpu cuda"; do
-    set -- $pair
-    r=$tmp/x-$1-$2
-    "$GPTRAIN" train $common --steps 60 --run-dir "$r" --device "$1" || fail "$1 half"
-    "$GPTRAIN" train $common --steps 120 --run-dir "$r" --device "$2" --resume auto ||
-        fail "$2 resume of a $1 checkpoint"
-    last=$(losses "$r/metrics.jsonl" | tail -1 | sed 's/.*"loss"://')
-    ref=$(losses "$tmp/cpu/metrics.jsonl" | tail -1 | sed 's/.*"loss"://')
-    awk -v a="$last" -v b="$ref" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.05 * b) }' ||
-        fail "$1 -> $2 resume ended at loss $last, the CPU run at $ref"
-    pass
-done
+resume_across "$common" 60 120 "$tmp/cpu"
 "$GPTRAIN" train $common --steps 20 --run-dir "$tmp/rec" --device cuda --recompute \
     --stochastic-rounding || fail "--recompute --stochastic-rounding"
 pass

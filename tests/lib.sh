@@ -36,3 +36,38 @@ end_job() {
         kill -9 $p 2>/dev/null
     done
 }
+
+# GPU-run checks shared by cuda_train.sh and emu/emu_train.sh.
+# eval_on_gpu MODEL DATA: `gptrain eval` of MODEL on the GPU (bf16) scores
+# the same tokens as on the CPU (fp32), with a loss within 1%.
+eval_on_gpu() {
+    local ecpu egpu
+    ev() { "$GPTRAIN" eval --ckpt "$1" --data "$2" --json --quiet "${@:3}"; }
+    key() { echo "$2" | sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
+    ecpu=$(ev "$1" "$2") || fail "eval on the CPU"
+    egpu=$(ev "$1" "$2" --device cuda --batch 3) || fail "eval --device cuda: $egpu"
+    [ "$(key tokens "$ecpu")" = "$(key tokens "$egpu")" ] || fail "eval tokens: $ecpu vs $egpu"
+    awk -v a="$(key loss "$ecpu")" -v b="$(key loss "$egpu")" \
+        'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 0.01 * a) }' ||
+        fail "eval --device cuda: $egpu; on the CPU: $ecpu"
+    echo "eval loss $(key loss "$ecpu") on the CPU, $(key loss "$egpu") on the GPU"
+}
+
+# resume_across "FLAGS" HALF STEPS REF_RUN: HALF steps on one device, a
+# checkpoint, then on to STEPS on the other (GPU to CPU and CPU to GPU);
+# each ends within 5% of REF_RUN's last loss.
+resume_across() {
+    local flags=$1 half=$2 steps=$3 ref r last pair
+    ref=$(losses "$4/metrics.jsonl" | tail -1 | sed 's/.*"loss"://')
+    for pair in "cuda cpu" "cpu cuda"; do
+        set -- $pair
+        r=$tmp/x-$1-$2
+        "$GPTRAIN" train $flags --steps "$half" --run-dir "$r" --device "$1" || fail "$1 half"
+        "$GPTRAIN" train $flags --steps "$steps" --run-dir "$r" --device "$2" --resume auto ||
+            fail "$2 resume of a $1 checkpoint"
+        last=$(losses "$r/metrics.jsonl" | tail -1 | sed 's/.*"loss"://')
+        awk -v a="$last" -v b="$ref" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.05 * b) }' ||
+            fail "$1 -> $2 resume ended at loss $last, the CPU run at $ref"
+        pass
+    done
+}

@@ -5,7 +5,8 @@
 //
 // Device memory is checked as a GPU's driver would: a copy or memset whose
 // device side is not inside one cudaMalloc allocation fails with "invalid
-// argument", as does freeing a pointer cudaMalloc did not return. Each
+// argument", as does freeing a pointer cudaMalloc did not return. New
+// device memory holds NaN bytes, as shared memory does (emu_sched.cc). Each
 // allocation is exactly the size asked for, so AddressSanitizer (the emu
 // tests build with it) catches a kernel reading or writing past its end.
 #include <stdint.h>
@@ -136,6 +137,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (bytes > GLOBAL_MEM || posix_memalign(p, 256, bytes ? bytes : 1) != 0)
         return fail(cudaErrorMemoryAllocation);
     g_allocs[(uintptr_t)*p] = bytes ? bytes : 1;
+    memset(*p, 0xFF, bytes);  // NaN in fp32 and bf16: a read before any write shows
     return cudaSuccess;
 }
 
@@ -189,6 +191,41 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     (void)s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned flags, int priority) {
+    (void)priority;
+    return cudaStreamCreateWithFlags(s, flags);
+}
+
+cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
+    *least = 0, *greatest = -5;  // an H100's range
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+    (void)s, (void)e, (void)flags;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = CUDART_VERSION;
     return cudaSuccess;
 }
 

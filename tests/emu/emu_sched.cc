@@ -87,6 +87,7 @@ struct Fiber {
 // Each fiber's stack: WMMA fragments hold whole tiles (1 KiB per fp32
 // fragment), and the attention kernels keep a dozen of them per thread.
 static const size_t STACK_BYTES = (size_t)512 << 10;
+static const size_t TOP_FRAMES = (size_t)64 << 10;  // fiber_main and the switch, generously
 
 static std::vector<Fiber> g_fibers;
 static void *g_sched_sp;                       // the scheduler's, while a fiber runs
@@ -206,9 +207,10 @@ static void fiber_main() {
 // System V alignment of a function entry (rsp + 8 a multiple of 16).
 static void *fresh_stack(char *stack) {
 #if EMU_ASAN
-    // The last fiber on this stack never returned from fiber_main: its
-    // frames' redzones are still poisoned.
-    __asan_unpoison_memory_region(stack, STACK_BYTES);
+    // The last fiber on this stack never returned from fiber_main: the
+    // redzones of the frames it left (fiber_main's and the switch's, at the
+    // top; deeper frames returned and cleaned up) are still poisoned.
+    __asan_unpoison_memory_region(stack + STACK_BYTES - TOP_FRAMES, TOP_FRAMES);
 #endif
     uintptr_t top = ((uintptr_t)(stack + STACK_BYTES)) & ~(uintptr_t)15;
     void **sp = (void **)top;
