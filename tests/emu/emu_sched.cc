@@ -13,6 +13,20 @@
 // per switch and, under AddressSanitizer, clears the new stack's shadow each
 // time: the attention tests took minutes. AddressSanitizer is told of each
 // switch through its fiber interface instead.
+//
+// Races (GPT_EMU_TSAN, the race build): each CUDA thread is also a
+// ThreadSanitizer fiber, and switching between fibers orders nothing, so two
+// threads touching the same shared or global memory with no barrier between
+// them are reported as a data race, whichever order the fibers ran in. What
+// orders threads is what orders them on the GPU: a barrier (the group's
+// arrivals release a sync object that each member acquires when let go)
+// and the end of a block. Shuffles and WMMA calls order no memory: their
+// lanes meet (AT_STEP) but release nothing. Blocks are ordered one
+// after another, because static __shared__ variables are reused by the next
+// block: a race between two blocks of one launch on global memory is not
+// found. This file is built without instrumentation: its bookkeeping, which
+// the scheduler and the fibers share, is not the kernels' memory; the copies
+// of cp.async are reported to ThreadSanitizer explicitly.
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,7 +42,8 @@ namespace emu {
 uint3 g_thread_idx, g_block_idx;
 dim3 g_block_dim, g_grid_dim;
 
-enum State { RUN, AT_BLOCK, AT_WARP, DONE };
+// AT_STEP: at a warp's meeting point that orders no memory (warp_step).
+enum State { RUN, AT_BLOCK, AT_WARP, AT_STEP, DONE };
 
 struct Copy {
     void *dst;
@@ -42,6 +57,18 @@ struct Copy {
 #define EMU_ASAN 1
 #else
 #define EMU_ASAN 0
+#endif
+
+#if defined(GPT_EMU_TSAN)
+#include <sanitizer/tsan_interface.h>
+// Exported by ThreadSanitizer's runtime but not declared by its header.
+extern "C" void __tsan_acquire(void *addr);
+extern "C" void __tsan_release(void *addr);
+extern "C" void __tsan_read_range(void *addr, unsigned long size);
+extern "C" void __tsan_write_range(void *addr, unsigned long size);
+#define EMU_TSAN 1
+#else
+#define EMU_TSAN 0
 #endif
 
 // emu_switch(&save, to): pushes the callee-saved registers, stores the stack
@@ -76,6 +103,7 @@ struct Fiber {
     void *sp = nullptr;  // saved stack pointer while switched out
     char *stack = nullptr;
     State st = DONE;
+    void *tsan = nullptr;  // its ThreadSanitizer fiber (race build)
     uint3 tid;
     int warp = 0, lane = 0;
     unsigned long long shfl_val = 0;
@@ -98,6 +126,18 @@ static const std::function<void()> *g_body;
 static const char *g_name;
 static unsigned char *g_dyn;  // this block's dynamic shared memory
 static std::map<const void *, int> g_smem_limit;  // cudaFuncSetAttribute's
+
+// Race build: the sync objects of the block's barrier and of each warp's,
+// two per group, used by alternate releases (a member let go at one release
+// acquires its object after others may have arrived at the next), and the
+// releases so far; g_done collects the threads that returned, g_start
+// what the scheduler knew as the block started (the host's work before the
+// launch, and earlier blocks).
+#if EMU_TSAN
+static char g_block_sync[2], g_warp_sync[32][2], g_done, g_start;
+static void *g_sched_tsan;
+#endif
+static unsigned long long g_block_epoch, g_warp_epoch[32];
 
 [[noreturn]] static void fail(const char *fmt, ...) {
     va_list ap;
@@ -127,18 +167,42 @@ static void switch_stack(void **save, void *to, const void *bottom, size_t size,
 }
 
 static void to_scheduler(Fiber *me, bool exiting) {
+#if EMU_TSAN
+    if (exiting) __tsan_release(&g_done);
+    __tsan_switch_to_fiber(g_sched_tsan, __tsan_switch_to_fiber_no_sync);
+#endif
     switch_stack(&me->sp, g_sched_sp, g_sched_bottom, g_sched_size, exiting);
+}
+
+// From the scheduler into f. (In the race build, a synchronising switch
+// costs a vector clock each way: a thread acquires the scheduler's only as
+// it starts, in fiber_main.)
+static void enter(Fiber *f) {
+#if EMU_TSAN
+    __tsan_switch_to_fiber(f->tsan, __tsan_switch_to_fiber_no_sync);
+#endif
+    switch_stack(&g_sched_sp, f->sp, f->stack, STACK_BYTES, false);
 }
 
 static void yield(State s) {
     if (!g_cur) fail("a barrier outside a kernel");
     Fiber *me = g_cur;
     me->st = s;
+#if EMU_TSAN
+    char *sync = s == AT_BLOCK  ? &g_block_sync[g_block_epoch & 1]
+                 : s == AT_WARP ? &g_warp_sync[me->warp][g_warp_epoch[me->warp] & 1]
+                                : nullptr;
+    if (sync) __tsan_release(sync);
+#endif
     to_scheduler(me, false);
+#if EMU_TSAN
+    if (sync) __tsan_acquire(sync);
+#endif
 }
 
 void sync_block() { yield(AT_BLOCK); }
 void sync_warp() { yield(AT_WARP); }
+void warp_step() { yield(AT_STEP); }
 
 unsigned long long shfl_xor(unsigned long long bits, int lane_mask, int width) {
     Fiber *me = g_cur;
@@ -147,13 +211,13 @@ unsigned long long shfl_xor(unsigned long long bits, int lane_mask, int width) {
         fail("shuffle width %d is not a power of 2 up to 32", width);
     me->shfl_val = bits;
     me->shfl_seq++;
-    yield(AT_WARP);
+    yield(AT_STEP);
     int seg = me->lane & ~(width - 1), src = seg | ((me->lane ^ lane_mask) & (width - 1));
     size_t at = (size_t)me->warp * 32 + (size_t)src;
     if (at >= g_fibers.size() || g_fibers[at].shfl_seq != me->shfl_seq)
         fail("__shfl_xor_sync reads lane %d, which did not take part in this shuffle", src);
     unsigned long long r = g_fibers[at].shfl_val;
-    yield(AT_WARP);  // nobody overwrites a value before every lane has read
+    yield(AT_STEP);  // nobody overwrites a value before every lane has read
     return r;
 }
 
@@ -165,6 +229,8 @@ bool warp_leader() {
         if (g_fibers[i].st != DONE) return &g_fibers[i] == g_cur;
     return false;
 }
+
+int lane_id() { return g_cur->lane; }
 
 float *warp_tile() {
     static float tiles[32][256];  // a block has at most 32 warps
@@ -183,6 +249,10 @@ void cp_async_wait(int n) {
     std::vector<std::vector<Copy>> &g = g_cur->groups;
     while ((int)g.size() > n) {
         for (const Copy &c : g.front()) {
+#if EMU_TSAN
+            if (c.valid) __tsan_read_range((void *)c.src, (unsigned long)c.bytes);
+            __tsan_write_range(c.dst, (unsigned long)c.bytes);
+#endif
             if (c.valid)
                 memcpy(c.dst, c.src, (size_t)c.bytes);
             else
@@ -196,6 +266,9 @@ void cp_async_wait(int n) {
 static void fiber_main() {
 #if EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &g_sched_bottom, &g_sched_size);
+#endif
+#if EMU_TSAN
+    __tsan_acquire(&g_start);
 #endif
     (*g_body)();
     g_cur->st = DONE;
@@ -229,12 +302,13 @@ static int release(size_t n) {
             State s = g_fibers[i].st;
             if (s == DONE) continue;
             wl++, live++;
-            ww += s == AT_WARP;
+            ww += s == AT_WARP || s == AT_STEP;
             at_block += s == AT_BLOCK;
         }
         if (ww > 0 && ww == wl) {
             for (size_t i = w0; i < n && i < w0 + 32; i++)
-                if (g_fibers[i].st == AT_WARP) g_fibers[i].st = RUN;
+                if (g_fibers[i].st == AT_WARP || g_fibers[i].st == AT_STEP) g_fibers[i].st = RUN;
+            g_warp_epoch[w0 / 32]++;
             released = 1;
         }
     }
@@ -242,6 +316,7 @@ static int release(size_t n) {
     if (at_block == live) {
         for (size_t i = 0; i < n; i++)
             if (g_fibers[i].st == AT_BLOCK) g_fibers[i].st = RUN;
+        g_block_epoch++;
         return 1;
     }
     g_cur = nullptr;
@@ -257,6 +332,12 @@ static void run_block(size_t n) {
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
             if (p == MAP_FAILED) fail("no memory for a fiber stack");
             f.stack = (char *)p;
+#if EMU_TSAN
+            f.tsan = __tsan_create_fiber(0);
+            char name[32];
+            snprintf(name, sizeof name, "CUDA thread %zu", i);
+            __tsan_set_fiber_name(f.tsan, name);
+#endif
         }
         f.tid.x = (unsigned)(i % g_block_dim.x);
         f.tid.y = (unsigned)(i / g_block_dim.x % g_block_dim.y);
@@ -266,15 +347,21 @@ static void run_block(size_t n) {
         f.st = RUN;
         f.sp = fresh_stack(f.stack);
     }
+#if EMU_TSAN
+    __tsan_release(&g_start);
+#endif
     do {
         for (size_t i = 0; i < n; i++) {
             if (g_fibers[i].st != RUN) continue;
             g_cur = &g_fibers[i];
             g_thread_idx = g_cur->tid;
-            switch_stack(&g_sched_sp, g_cur->sp, g_cur->stack, STACK_BYTES, false);
+            enter(g_cur);
         }
         g_cur = nullptr;
     } while (release(n));
+#if EMU_TSAN
+    __tsan_acquire(&g_done);  // the next block, and the host, come after this one
+#endif
 }
 
 void set_smem_limit(const void *kernel, int bytes) { g_smem_limit[kernel] = bytes; }
@@ -301,6 +388,9 @@ void run(const char *name, const void *kernel, dim3 grid, dim3 block, size_t sme
     }
     size_t n = (size_t)block.x * block.y * block.z;
     if (g_fibers.size() < n) g_fibers.resize(n);
+#if EMU_TSAN
+    g_sched_tsan = __tsan_get_current_fiber();
+#endif
     g_name = name, g_body = &body;
     g_block_dim = block, g_grid_dim = grid;
     size_t bytes = (smem + 127) / 128 * 128 + 128;  // 128-byte aligned, as __align__ asks

@@ -7,6 +7,12 @@
 //   shuffle   a shuffle that reads a lane which has returned
 //   smem      64 KiB of dynamic shared memory without, then with, the opt-in
 //   cpasync   shared memory read before, then after, cp.async's wait
+//   race      (race build) a block reads its neighbour's shared memory with
+//             no barrier between the write and the read
+//   warprace  (race build) the same within a warp, without __syncwarp
+//   shflrace  (race build) the same within a warp, with only a shuffle
+//             between (a shuffle orders no memory)
+//   synced    (race build) both again, with the barriers: no race
 #include <stdio.h>
 #include <string.h>
 #include <cuda_runtime.h>
@@ -57,6 +63,19 @@ __global__ void stage(float *out, const float *x, int wait) {
     out[threadIdx.x] = tile[threadIdx.x];
 }
 
+// Thread t writes slot t, then reads slot t + 1 (of its warp with
+// warp_only): a race unless sync is 1, a barrier between (2: a shuffle).
+__global__ void neighbour(float *out, int warp_only, int sync) {
+    __shared__ float slot[64];
+    slot[threadIdx.x] = (float)threadIdx.x;
+    if (sync == 1 && warp_only) __syncwarp();
+    if (sync == 1 && !warp_only) __syncthreads();
+    if (sync == 2) slot[threadIdx.x] += __shfl_xor_sync(0xffffffffu, 0.0f, 1);
+    unsigned next = warp_only ? (threadIdx.x & ~31u) | ((threadIdx.x + 1) & 31u)
+                              : (threadIdx.x + 1) % blockDim.x;
+    out[threadIdx.x] = slot[next];
+}
+
 static float *device_floats(int n, float value) {
     float *h = new float[n], *d = NULL;
     for (int i = 0; i < n; i++) h[i] = value;
@@ -100,8 +119,17 @@ int main(int argc, char **argv) {
         printf("before the wait %g\n", first(out));
         stage<<<1, 64, 1024>>>(out, x, 1);
         printf("after the wait %g\n", first(out));
+    } else if (!strcmp(mode, "race") || !strcmp(mode, "warprace") || !strcmp(mode, "shflrace")) {
+        neighbour<<<1, 64>>>(out, strcmp(mode, "race") != 0, !strcmp(mode, "shflrace") ? 2 : 0);
+        printf("%s not caught\n", mode);
+    } else if (!strcmp(mode, "synced")) {
+        neighbour<<<2, 64>>>(out, 0, 1);
+        float block_next = first(out);
+        neighbour<<<2, 64>>>(out, 1, 1);
+        printf("synced %g %g\n", block_next, first(out));
     } else {
-        fprintf(stderr, "usage: emu_selftest sum|oob|deadlock|shuffle|smem|cpasync\n");
+        fprintf(stderr, "usage: emu_selftest sum|oob|deadlock|shuffle|smem|cpasync|"
+                        "race|warprace|shflrace|synced\n");
         return 2;
     }
     return 0;

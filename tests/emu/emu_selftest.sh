@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# emu_selftest.sh BINARY [asan|none]: the CPU emulation of CUDA (tests/emu)
-# must catch what it claims to: each mode of emu_selftest.cu, its exit and
-# its words. "none": built without AddressSanitizer, so no bounds check.
+# emu_selftest.sh BINARY [asan|none|races]: the CPU emulation of CUDA
+# (tests/emu) must catch what it claims to: each mode of emu_selftest.cu, its
+# exit and its words. "none": built without AddressSanitizer, so no bounds
+# check. "races": the race build (ThreadSanitizer), whose races must be
+# reported and whose barriers must order.
 set -uo pipefail
 bin=$1
 bounds=${2:-asan}
@@ -20,6 +22,17 @@ expect() {
         echo "ok   $mode: $(grep -m1 -oE "$pattern" <<<"$out")"
     fi
 }
+if [ "$bounds" = races ]; then
+    expect sum ok '^sum 100$'
+    expect race fail 'WARNING: ThreadSanitizer: data race'
+    expect warprace fail 'WARNING: ThreadSanitizer: data race'
+    expect shflrace fail 'WARNING: ThreadSanitizer: data race'
+    expect synced ok '^synced 1 1$'
+    expect deadlock fail 'deadlock: 64 live threads, 32 at __syncthreads'
+    expect cpasync ok 'after the wait 0.5'
+    [ $fails -eq 0 ] || exit 1
+    exit 0
+fi
 expect sum ok '^sum 100$'
 if [ "$bounds" = asan ]; then
     expect oob fail 'heap-buffer-overflow'
