@@ -51,14 +51,16 @@ ckpt_status ckpt_latest(const char *dir, char *out, size_t len, ckpt_error_t err
 }
 
 /* The step of a committed checkpoint's name, or -1; *tmp is set for a
- * leftover ckpt_*.h5.tmp. */
+ * leftover ckpt_*.h5.tmp, or a file MPI-IO made beside one (the lock files
+ * of Open MPI's shared file pointer, ckpt_*.h5.tmp-*.lock and the like,
+ * which a killed job leaves behind). */
 static long step_of(const char *name, int *tmp) {
     long step;
     int end = 0;
     *tmp = 0;
     if (sscanf(name, "ckpt_%ld.h5%n", &step, &end) != 1 || step < 0) return -1;
     if (name[end] == '\0') return step;
-    *tmp = strcmp(name + end, ".tmp") == 0;
+    *tmp = strncmp(name + end, ".tmp", 4) == 0;
     return -1;
 }
 

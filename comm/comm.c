@@ -79,6 +79,16 @@ comm_status comm_init(comm_ctx *ctx, int threads, comm_error_t err) {
          * allreduce on large buffers; Rabenseifner's algorithm (3) keeps up
          * with it. A value the user set wins; other MPIs ignore the name. */
         setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0);
+        /* Open MPI's MPI-IO (OMPIO) opens every file with a shared file
+         * pointer component; its "sm" one guards the pointer with a POSIX
+         * semaphore named after the file's basename alone, node-wide
+         * (/dev/shm/sem.OMPIO_<name>). A rank killed inside MPI_File_open
+         * can leave it taken, and every later open of a file of that name
+         * on the node then waits forever: a job killed while saving step
+         * N hung the next save of step N (tests/resume.sh). Checkpoints
+         * never use shared file pointers; "lockedfile" guards with fcntl
+         * locks, which die with their process. A value the user set wins. */
+        setenv("OMPI_MCA_sharedfp", "^sm", 0);
         int provided;
         if (MPI_Init_thread(NULL, NULL, threads ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED,
                             &provided) != MPI_SUCCESS) {

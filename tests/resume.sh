@@ -12,6 +12,8 @@
 #    error line naming the file.
 #  - kill -9 of a rank at random moments while it saves every step, 20
 #    times: `latest` always names a complete checkpoint, which resumes.
+#  - A save whose file name has a semaphore left taken by a rank killed in
+#    Open MPI's MPI_File_open does not hang on it.
 #   usage: resume.sh GPTRAIN CKPT_COMPARE
 . "$(dirname "$0")/lib.sh"
 compare=$2
@@ -115,6 +117,31 @@ size=$(stat -c %s "$ck")
 printf '\x01' | dd of="$tmp/flip.h5" bs=1 seek=$((size - 5000)) conv=notrunc 2>/dev/null
 expect_refusal "$tmp/flip.h5: checksum mismatch" --resume "$tmp/flip.h5"
 expect_refusal "$tmp/none: cannot read the checkpoint" --resume "$tmp/none"
+pass
+
+# A rank killed inside MPI_File_open can leave Open MPI's node-wide
+# semaphore for that file name taken (/dev/shm/sem.OMPIO_<name>, its "sm"
+# shared file pointer); the next save of that name must not wait on it.
+sem=OMPIO_ckpt_00000002.h5.tmp
+semaphore() { # semaphore take|drop: a taken one, as a killed rank leaves it
+    python3 - "$1" "$sem" <<'EOF'
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.sem_open.restype = ctypes.c_void_p
+name = sys.argv[2].encode()
+if sys.argv[1] == "take":
+    if not libc.sem_open(name, os.O_CREAT, 0o644, 0):
+        sys.exit("sem_open: " + os.strerror(ctypes.get_errno()))
+else:
+    libc.sem_unlink(name)
+EOF
+}
+semaphore take || fail "cannot make the semaphore $sem"
+timeout 60 "$MPIEXEC" -np 1 --bind-to none "$GPTRAIN" train $common --steps 2 --save-every 1 \
+    --run-dir "$tmp/sem" </dev/null >"$tmp/sem.log" 2>&1
+rc=$?
+semaphore drop
+[ $rc -eq 0 ] || fail "saving beside a taken $sem: exit $rc (124: it hung)"
 pass
 
 # kill -9 while saving every step: latest always names a whole checkpoint.

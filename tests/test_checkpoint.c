@@ -198,12 +198,15 @@ static void test_latest_and_prune(void **state) {
     }
     snprintf(path, sizeof path, "%s/ckpt_00000010.h5.tmp", run);
     fclose(fopen(path, "w"));
+    snprintf(path, sizeof path, "%s/ckpt_00000010.h5.tmp-43057153-28270.lock", run);
+    fclose(fopen(path, "w"));
     ckpt_name(name, sizeof name, 2);
     assert_int_equal(ckpt_set_latest(run, name, err), CKPT_OK);
     assert_int_equal(ckpt_latest(run, got, sizeof got, err), CKPT_OK);
     snprintf(path, sizeof path, "%s/ckpt_00000002.h5", run);
     assert_string_equal(got, path);
-    /* Newest 2 (8, 9), multiples of 3 (3, 6, 9), latest (2); the .tmp goes. */
+    /* Newest 2 (8, 9), multiples of 3 (3, 6, 9), latest (2); the .tmp and
+     * the MPI-IO lock file left beside it go. */
     ckpt_prune(run, 2, 3);
     for (long step = 1; step <= 10; step++) {
         ckpt_name(name, sizeof name, step);
@@ -212,6 +215,8 @@ static void test_latest_and_prune(void **state) {
         if ((access(path, F_OK) == 0) != want) fail_msg("step %ld kept: %d", step, !want);
     }
     snprintf(path, sizeof path, "%s/ckpt_00000010.h5.tmp", run);
+    assert_int_not_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/ckpt_00000010.h5.tmp-43057153-28270.lock", run);
     assert_int_not_equal(access(path, F_OK), 0);
 }
 
